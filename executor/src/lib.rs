@@ -1,0 +1,7 @@
+//! # strata-executor
+//!
+//! Where a build touches the kernel:
+//!
+//! - [`unpack`]: safe extraction of image layers into snapshot directories (nothing
+//!   written outside the root; whiteouts turned into overlayfs form).
+pub mod unpack;

@@ -1,0 +1,27 @@
+//! # strata-frontend
+//!
+//! Everything strata knows about Dockerfiles, and nothing about running them.
+//!
+//! - [`scanner`] turns the bytes of a Dockerfile into logical instructions the way
+//!   BuildKit's line parser does: parser directives, the escape character,
+//!   continuations, comment lines inside continuations and heredoc bodies.
+//! - [`grammar`] parses each logical instruction's structure with a pest grammar
+//!   (keyword, `--flags`, JSON exec form, key=value lists, words).
+//! - [`ast`] is the resulting syntax tree and its BuildKit-compatible dump.
+//! - [`shell`] expands `$VAR` / `${VAR…}` words with BuildKit's shell-lexer rules.
+//! - [`dockerignore`] matches paths against `.dockerignore` patterns with
+//!   moby/patternmatcher semantics.
+//!
+//! ```
+//! let parsed = strata_frontend::parse(b"FROM busybox\nRUN echo hi\n").unwrap();
+//! assert_eq!(parsed.dump(), "(from \"busybox\")\n(run \"echo hi\")\n");
+//! ```
+
+pub mod ast;
+pub mod dockerignore;
+pub mod grammar;
+pub mod scanner;
+pub mod shell;
+pub mod words;
+
+pub use ast::{parse, Parsed};

@@ -1,0 +1,232 @@
+//! The content-addressed blob store: `ROOT/blobs/sha256/<hex>`.
+//!
+//! Every write goes to a temporary file in `ROOT/tmp/`, is fsynced, verified against
+//! the expected digest when there is one, and renamed into place, so a killed process
+//! never leaves a half-written blob under a digest name. Blobs that come from outside
+//! (registries, tarballs, layouts) are always verified before they are trusted.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Digest, HashingWriter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("blob {expected}: content has digest {actual} ({size} bytes)")]
+    DigestMismatch { expected: Digest, actual: Digest, size: u64 },
+    #[error("blob {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
+    #[error("blob {0} is not in the store")]
+    Missing(Digest),
+    #[error("store I/O at {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// A blob store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+impl BlobStore {
+    /// Open (creating if needed) the store under `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        for d in [root.join("blobs/sha256"), root.join("tmp")] {
+            fs::create_dir_all(&d).map_err(io_at(&d))?;
+        }
+        Ok(BlobStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a blob lives (whether or not it is present).
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    pub fn size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        let p = self.path(digest);
+        match fs::metadata(&p) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::Missing(digest.clone())),
+            Err(e) => Err(StoreError::Io { path: p, source: e }),
+        }
+    }
+
+    pub fn open_blob(&self, digest: &Digest) -> Result<File, StoreError> {
+        let p = self.path(digest);
+        File::open(&p).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::Missing(digest.clone())
+            } else {
+                StoreError::Io { path: p.clone(), source: e }
+            }
+        })
+    }
+
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let mut f = self.open_blob(digest)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).map_err(io_at(&self.path(digest)))?;
+        Ok(buf)
+    }
+
+    /// A new temporary file in the store's temp directory (same file system as blobs).
+    pub fn temp_file(&self) -> Result<TempBlob, StoreError> {
+        let dir = self.root.join("tmp");
+        let name = format!("blob-{}-{}", std::process::id(), unique_suffix());
+        let path = dir.join(name);
+        let file = File::options().write(true).create_new(true).open(&path).map_err(io_at(&path))?;
+        Ok(TempBlob { path: Some(path), writer: Some(HashingWriter::new(file)) })
+    }
+
+    /// Store bytes; returns their digest.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let digest = Digest::of_bytes(bytes);
+        if self.contains(&digest) {
+            return Ok(digest);
+        }
+        let mut t = self.temp_file()?;
+        t.write_all(bytes).map_err(io_at(&self.path(&digest)))?;
+        t.commit(self, Some(&digest), Some(bytes.len() as u64))?;
+        Ok(digest)
+    }
+
+    /// Stream a reader into the store, verifying the expected digest (and size) if given.
+    pub fn put_reader(
+        &self,
+        reader: &mut dyn Read,
+        expected: Option<&Digest>,
+        expected_size: Option<u64>,
+    ) -> Result<(Digest, u64), StoreError> {
+        let mut t = self.temp_file()?;
+        let tmp = t.path().to_path_buf();
+        io::copy(reader, &mut t).map_err(io_at(&tmp))?;
+        t.commit(self, expected, expected_size)
+    }
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A blob being written. Dropped without [`TempBlob::commit`], its file is removed.
+pub struct TempBlob {
+    path: Option<PathBuf>,
+    writer: Option<HashingWriter<File>>,
+}
+
+impl TempBlob {
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().expect("path present until commit")
+    }
+
+    /// fsync, verify, and rename into place. Returns the digest and size.
+    pub fn commit(
+        mut self,
+        store: &BlobStore,
+        expected: Option<&Digest>,
+        expected_size: Option<u64>,
+    ) -> Result<(Digest, u64), StoreError> {
+        let path = self.path.take().expect("commit once");
+        let writer = self.writer.take().expect("commit once");
+        let (file, digest, size) = writer.finish();
+        let result = (|| {
+            file.sync_all().map_err(io_at(&path))?;
+            drop(file);
+            if let Some(exp) = expected {
+                if *exp != digest {
+                    return Err(StoreError::DigestMismatch { expected: exp.clone(), actual: digest.clone(), size });
+                }
+            }
+            if let Some(exp) = expected_size {
+                if exp != size {
+                    return Err(StoreError::SizeMismatch { digest: digest.clone(), expected: exp, actual: size });
+                }
+            }
+            let dst = store.path(&digest);
+            fs::rename(&path, &dst).map_err(io_at(&dst))?;
+            Ok((digest.clone(), size))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        result
+    }
+}
+
+impl Write for TempBlob {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.as_mut().expect("writer present until commit").write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.as_mut().expect("writer present until commit").flush()
+    }
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Write a small file atomically: temp name in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id(),
+        unique_suffix()
+    ));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let d = store.put_bytes(b"hello").unwrap();
+        assert!(store.contains(&d));
+        assert_eq!(store.read_blob(&d).unwrap(), b"hello");
+        let wrong = Digest::of_bytes(b"other");
+        let err = store.put_reader(&mut &b"hello"[..], Some(&wrong), None).unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }));
+        assert!(!store.contains(&wrong));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp left behind");
+    }
+}
