@@ -5,3 +5,7 @@
 //! - [`unpack`]: safe extraction of image layers into snapshot directories (nothing
 //!   written outside the root; whiteouts turned into overlayfs form).
 pub mod unpack;
+pub mod mount;
+pub mod sandbox;
+pub mod snapshot;
+pub mod users;

@@ -1,1 +1,1 @@
-//! (in progress)
+//! OCI image layouts (placeholder, being written).

@@ -1,0 +1,364 @@
+//! Running one process in a runc sandbox: the OCI runtime bundle (config.json made with
+//! oci-spec's runtime types), runc as a child process, output streamed line by line,
+//! and cleanup — the container is deleted whether the step succeeds, fails or is
+//! cancelled, and mount points the sandbox had to create are removed afterwards.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Everything a sandboxed process needs.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    /// A new, empty network namespace (`--network=none`) instead of the host's.
+    pub no_network: bool,
+    /// `--security=insecure`: all capabilities.
+    pub insecure: bool,
+    pub hostname: String,
+    /// Extra bind/tmpfs mounts: (destination, source, type, options).
+    pub mounts: Vec<ExtraMount>,
+    pub extra_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExtraMount {
+    pub destination: String,
+    pub source: PathBuf,
+    pub kind: String,
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("runc not found: install it (apt-get install runc) or pass --runtime PATH")]
+    NoRuntime,
+    #[error("preparing the sandbox: {0}")]
+    Prepare(String),
+    #[error("running runc: {0}")]
+    Runtime(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// The outcome of a sandboxed process.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub exit_code: i32,
+    pub last_lines: Vec<String>,
+}
+
+/// The runc runtime.
+#[derive(Debug, Clone)]
+pub struct Runc {
+    pub binary: PathBuf,
+    /// runc's state directory (`--root`).
+    pub state_dir: PathBuf,
+}
+
+impl Runc {
+    /// Find runc: an explicit path, or `runc` on PATH.
+    pub fn locate(explicit: Option<&Path>, state_dir: PathBuf) -> Result<Runc, SandboxError> {
+        let binary = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => which("runc").ok_or(SandboxError::NoRuntime)?,
+        };
+        if !binary.exists() {
+            return Err(SandboxError::NoRuntime);
+        }
+        Ok(Runc { binary, state_dir })
+    }
+
+    /// Delete containers left by strata processes that are gone.
+    pub async fn clean_stale(&self) {
+        let Ok(out) = tokio::process::Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.state_dir)
+            .args(["list", "-q"])
+            .stderr(Stdio::null())
+            .output()
+            .await
+        else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let pid: Option<u32> = id.strip_prefix("strata-").and_then(|r| r.split('-').next()).and_then(|p| p.parse().ok());
+            if let Some(pid) = pid {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    self.delete(id).await;
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, id: &str) {
+        let _ = tokio::process::Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.state_dir)
+            .args(["delete", "--force", id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+
+    /// Run `spec` on `rootfs` (already mounted), with the bundle in `bundle_dir`.
+    /// `on_line(stream, line)` receives the output as it comes.
+    pub async fn run(
+        &self,
+        id: &str,
+        rootfs: &Path,
+        bundle_dir: &Path,
+        spec: &SandboxSpec,
+        mut on_line: impl FnMut(u8, String) + Send,
+        mut cancel: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<RunOutcome, SandboxError> {
+        std::fs::create_dir_all(bundle_dir).map_err(|e| SandboxError::Prepare(e.to_string()))?;
+        let etc = bundle_dir.join("etc");
+        std::fs::create_dir_all(&etc).map_err(|e| SandboxError::Prepare(e.to_string()))?;
+        write_network_files(&etc, spec).map_err(|e| SandboxError::Prepare(e.to_string()))?;
+        let config = build_config(rootfs, &etc, spec)?;
+        config.save(bundle_dir.join("config.json")).map_err(|e| SandboxError::Prepare(e.to_string()))?;
+
+        let mut child = tokio::process::Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.state_dir)
+            .args(["run", "--bundle"])
+            .arg(bundle_dir)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| SandboxError::Runtime(format!("{}: {e}", self.binary.display())))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(u8, String)>(256);
+        let tx2 = tx.clone();
+        let out_task = tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if tx.send((1, l)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let err_task = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if tx2.send((2, l)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut last: VecDeque<String> = VecDeque::with_capacity(20);
+        let mut cancelled = false;
+        let status = loop {
+            tokio::select! {
+                Some((stream, line)) = rx.recv() => {
+                    if last.len() == 20 { last.pop_front(); }
+                    last.push_back(line.clone());
+                    on_line(stream, line);
+                }
+                status = child.wait() => break status,
+                changed = cancel.changed(), if !cancelled => {
+                    if changed.is_ok() && *cancel.borrow() {
+                        cancelled = true;
+                        let _ = tokio::process::Command::new(&self.binary)
+                            .arg("--root").arg(&self.state_dir)
+                            .args(["kill", id, "KILL"])
+                            .stdout(Stdio::null()).stderr(Stdio::null())
+                            .status().await;
+                    }
+                }
+            }
+        };
+        let _ = out_task.await;
+        let _ = err_task.await;
+        while let Ok((stream, line)) = rx.try_recv() {
+            if last.len() == 20 {
+                last.pop_front();
+            }
+            last.push_back(line.clone());
+            on_line(stream, line);
+        }
+        self.delete(id).await;
+        if cancelled {
+            return Err(SandboxError::Cancelled);
+        }
+        let status = status.map_err(|e| SandboxError::Runtime(e.to_string()))?;
+        use std::os::unix::process::ExitStatusExt;
+        let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        Ok(RunOutcome { exit_code, last_lines: last.into_iter().collect() })
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+fn write_network_files(etc: &Path, spec: &SandboxSpec) -> std::io::Result<()> {
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = if resolv.contains("nameserver") && !spec.no_network { resolv } else { String::new() };
+    std::fs::write(etc.join("resolv.conf"), resolv)?;
+    let mut hosts = format!(
+        "127.0.0.1\tlocalhost {h}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        h = spec.hostname
+    );
+    for h in &spec.extra_hosts {
+        if let Some((name, ip)) = h.split_once(['=', ':']) {
+            hosts.push_str(&format!("{ip}\t{name}\n"));
+        }
+    }
+    std::fs::write(etc.join("hosts"), hosts)?;
+    std::fs::write(etc.join("hostname"), format!("{}\n", spec.hostname))?;
+    Ok(())
+}
+
+fn err(e: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Prepare(e.to_string())
+}
+
+fn build_config(rootfs: &Path, etc: &Path, spec: &SandboxSpec) -> Result<Spec, SandboxError> {
+    let caps: std::collections::HashSet<Capability> = if spec.insecure {
+        all_capabilities()
+    } else {
+        DEFAULT_CAPABILITIES.iter().copied().collect()
+    };
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps.clone())
+        .build()
+        .map_err(err)?;
+    let user = UserBuilder::default()
+        .uid(spec.uid)
+        .gid(spec.gid)
+        .additional_gids(spec.additional_gids.clone())
+        .build()
+        .map_err(err)?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(user)
+        .args(spec.args.clone())
+        .env(spec.env.clone())
+        .cwd(if spec.cwd.is_empty() { "/".to_string() } else { spec.cwd.clone() })
+        .capabilities(capabilities)
+        .no_new_privileges(false)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(1_048_576u64)
+            .soft(1_048_576u64)
+            .build()
+            .map_err(err)?])
+        .build()
+        .map_err(err)?;
+    let m = |dest: &str, typ: &str, src: &str, opts: &[&str]| {
+        MountBuilder::default()
+            .destination(dest)
+            .typ(typ)
+            .source(src)
+            .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .build()
+            .map_err(err)
+    };
+    let mut mounts = vec![
+        m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        m("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        m("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
+        m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+    ];
+    for f in ["resolv.conf", "hosts", "hostname"] {
+        let src = etc.join(f);
+        mounts.push(m(&format!("/etc/{f}"), "bind", &src.to_string_lossy(), &["rbind", "ro"])?);
+    }
+    for x in &spec.mounts {
+        let opts: Vec<&str> = x.options.iter().map(String::as_str).collect();
+        mounts.push(m(&x.destination, &x.kind, &x.source.to_string_lossy(), &opts)?);
+    }
+    let mut namespaces = vec![
+        LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid).build().map_err(err)?,
+        LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Ipc).build().map_err(err)?,
+        LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Uts).build().map_err(err)?,
+        LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Mount).build().map_err(err)?,
+    ];
+    if spec.no_network {
+        namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).build().map_err(err)?);
+    }
+    let default_linux = oci_spec::runtime::Linux::default();
+    let mut linux = LinuxBuilder::default().namespaces(namespaces);
+    if !spec.insecure {
+        if let Some(masked) = default_linux.masked_paths() {
+            linux = linux.masked_paths(masked.clone());
+        }
+        if let Some(ro) = default_linux.readonly_paths() {
+            linux = linux.readonly_paths(ro.clone());
+        }
+    }
+    let linux = linux.build().map_err(err)?;
+    let mut config = Spec::default();
+    config.set_process(Some(process));
+    config.set_root(Some(RootBuilder::default().path(rootfs).readonly(false).build().map_err(err)?));
+    config.set_hostname(Some(spec.hostname.clone()));
+    config.set_mounts(Some(mounts));
+    config.set_linux(Some(linux));
+    config.set_annotations(None);
+    Ok(config)
+}
+
+fn all_capabilities() -> std::collections::HashSet<Capability> {
+    use Capability::*;
+    [
+        AuditControl, AuditRead, AuditWrite, BlockSuspend, Bpf, CheckpointRestore, Chown, DacOverride,
+        DacReadSearch, Fowner, Fsetid, IpcLock, IpcOwner, Kill, Lease, LinuxImmutable, MacAdmin, MacOverride,
+        Mknod, NetAdmin, NetBindService, NetBroadcast, NetRaw, Perfmon, Setgid, Setfcap, Setpcap, Setuid,
+        SysAdmin, SysBoot, SysChroot, SysModule, SysNice, SysPacct, SysPtrace, SysRawio, SysResource,
+        SysTime, SysTtyConfig, Syslog, WakeAlarm,
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// Paths under the root the sandbox mounts over; a missing one is created by runc as
+/// a stub and must not end up in the layer.
+pub fn mount_points(spec: &SandboxSpec) -> Vec<String> {
+    let mut v: Vec<String> = ["/proc", "/dev", "/sys", "/etc/resolv.conf", "/etc/hosts", "/etc/hostname"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(spec.mounts.iter().map(|m| m.destination.clone()));
+    v
+}
