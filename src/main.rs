@@ -1,1 +1,106 @@
-fn main() {}
+//! The `strata` command: a thin binary over the strata libraries.
+//!
+//! `cli` holds the clap definitions; `build` runs a build from flags to outputs;
+//! `resolve` brings base images in; `outputs` writes results; `housekeeping` is
+//! images/tag/rm/inspect/du/prune; `progress` and `tty` print what happens.
+
+mod build;
+mod cli;
+mod diagnostics;
+mod housekeeping;
+mod outputs;
+mod progress;
+mod resolve;
+mod tty;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+/// An error with the exit code it deserves: 1 for a failed build, 2 for bad usage.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure { code: 2, message: message.into() }
+    }
+    pub fn build(message: impl Into<String>) -> Self {
+        Failure { code: 1, message: message.into() }
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::build(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Failure>;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("strata={0},strata_executor={0},strata_solver={0},strata_oci={0}", cli.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(dispatch(&cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("{}", f.message);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(cli: &cli::Cli) -> Result<()> {
+    use cli::Command;
+    match &cli.command {
+        Command::Build(args) => build::run(cli, args).await,
+        Command::Images => housekeeping::images(cli),
+        Command::Tag { source, target } => housekeeping::tag(cli, source, target),
+        Command::Rm { names } => housekeeping::rm(cli, names),
+        Command::Inspect { name } => housekeeping::inspect(cli, name),
+        Command::Push(p) => outputs::push_command(cli, p).await,
+        Command::Save { name, output, format } => outputs::save_command(cli, name, output, format),
+        Command::Load { input, tag } => housekeeping::load(cli, input, tag.as_deref()),
+        Command::Login { registry, username, password, password_stdin } => {
+            housekeeping::login(cli, registry, username.as_deref(), password.as_deref(), *password_stdin).await
+        }
+        Command::Logout { registry } => housekeeping::logout(registry),
+        Command::Du => housekeeping::du(cli),
+        Command::Prune { all, keep_storage, filter } => housekeeping::prune(cli, *all, keep_storage.as_deref(), filter),
+        Command::Completion { shell } => {
+            let mut cmd = cli::Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "strata", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+/// The store directory: `--root`, else /var/lib/strata as root, else $XDG_DATA_HOME/strata.
+pub fn store_root(cli: &cli::Cli) -> std::path::PathBuf {
+    if let Some(r) = &cli.root {
+        return r.clone();
+    }
+    if rustix::process::geteuid().is_root() {
+        return "/var/lib/strata".into();
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| "/tmp".into());
+    base.join("strata")
+}

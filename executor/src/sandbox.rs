@@ -223,6 +223,12 @@ impl Runc {
     }
 }
 
+/// BuildKit's 1048576 open files, capped at what this process may grant.
+fn nofile_limit() -> u64 {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.unwrap_or(1_048_576);
+    hard.min(1_048_576)
+}
+
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
@@ -278,8 +284,8 @@ fn build_config(rootfs: &Path, etc: &Path, spec: &SandboxSpec) -> Result<Spec, S
         .no_new_privileges(false)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
-            .hard(1_048_576u64)
-            .soft(1_048_576u64)
+            .hard(nofile_limit())
+            .soft(nofile_limit())
             .build()
             .map_err(err)?])
         .build()

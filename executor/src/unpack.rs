@@ -66,13 +66,11 @@
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{
-    AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags,
-};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 use strata_oci::digest::{Digest, HashingReader};
 use strata_oci::media;
@@ -248,8 +246,9 @@ pub fn unpack_layer(
                 .ok_or_else(|| UnpackError::UnsupportedMediaType { media_type: mt.to_string() })?;
             (c, Box::new(blob))
         }
-        None => sniff_compression(blob)
-            .map_err(|source| UnpackError::Read { compression: "layer", entries: 0, source })?,
+        None => {
+            sniff_compression(blob).map_err(|source| UnpackError::Read { compression: "layer", entries: 0, source })?
+        }
     };
     let read_err = |entries: u64| move |source| UnpackError::Read { compression: compression.name(), entries, source };
     let decompressed = decompress_as(stream, compression).map_err(read_err(0))?;
@@ -431,7 +430,11 @@ impl Unpacker<'_> {
 
         let mut xattrs = Vec::new();
         let mut pax_mtime = None;
-        let read_err = |source| UnpackError::Read { compression: self.stats.compression.name(), entries: self.stats.entries, source };
+        let read_err = |source| UnpackError::Read {
+            compression: self.stats.compression.name(),
+            entries: self.stats.entries,
+            source,
+        };
         if let Some(exts) = entry.pax_extensions().map_err(read_err)? {
             for ext in exts {
                 let ext = ext.map_err(read_err)?;
@@ -454,7 +457,8 @@ impl Unpacker<'_> {
                 Timespec { tv_sec: i64::try_from(secs).unwrap_or(i64::MAX), tv_nsec: 0 }
             }
         };
-        let meta = Meta { mode: header.mode().map_err(|_| invalid("unreadable mode"))? & 0o7777, uid, gid, mtime, xattrs };
+        let meta =
+            Meta { mode: header.mode().map_err(|_| invalid("unreadable mode"))? & 0o7777, uid, gid, mtime, xattrs };
 
         // Old archives mark directories only by a trailing slash.
         if (kind.is_file() || kind == tar::EntryType::Continuous) && raw.ends_with(b"/") {
@@ -510,8 +514,9 @@ impl Unpacker<'_> {
     // ---- placing entries
 
     fn root_dir(&mut self, raw: &[u8], meta: Meta) -> Result<(), UnpackError> {
-        let fd = rustix::fs::openat(&self.root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(self.io_err("opening", raw))?;
+        let fd =
+            rustix::fs::openat(&self.root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(self.io_err("opening", raw))?;
         self.apply_fd_meta(raw, fd.as_fd(), &meta)?;
         self.dir_times.push((Vec::new(), meta.mtime));
         self.stats.dirs += 1;
@@ -525,10 +530,12 @@ impl Unpacker<'_> {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
             Ok(_) => {
                 remove_any(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
-                rustix::fs::mkdirat(&pfd, name.as_slice(), Mode::from_raw_mode(0o700)).map_err(self.io_err("creating", raw))?;
+                rustix::fs::mkdirat(&pfd, name.as_slice(), Mode::from_raw_mode(0o700))
+                    .map_err(self.io_err("creating", raw))?;
             }
             Err(Errno::NOENT) => {
-                rustix::fs::mkdirat(&pfd, name.as_slice(), Mode::from_raw_mode(0o700)).map_err(self.io_err("creating", raw))?;
+                rustix::fs::mkdirat(&pfd, name.as_slice(), Mode::from_raw_mode(0o700))
+                    .map_err(self.io_err("creating", raw))?;
             }
             Err(e) => return Err(self.io_err("inspecting", raw)(e)),
         }
@@ -591,7 +598,14 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    fn symlink(&mut self, raw: &[u8], parent: &[Vec<u8>], name: &[u8], target: &[u8], meta: Meta) -> Result<(), UnpackError> {
+    fn symlink(
+        &mut self,
+        raw: &[u8],
+        parent: &[Vec<u8>],
+        name: &[u8],
+        target: &[u8],
+        meta: Meta,
+    ) -> Result<(), UnpackError> {
         let pfd = self.resolve_dir(parent, true).map_err(|e| self.resolve_err(raw, e))?;
         remove_any(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
         // The target is data: it is only ever followed by resolve_dir, inside the root.
@@ -660,7 +674,10 @@ impl Unpacker<'_> {
                 self.stats.skipped += 1;
                 return Ok(());
             }
-            let invalid = |what: &str| UnpackError::InvalidEntry { entry: lossy(raw), reason: format!("unreadable device {what}") };
+            let invalid = |what: &str| UnpackError::InvalidEntry {
+                entry: lossy(raw),
+                reason: format!("unreadable device {what}"),
+            };
             let major = header.device_major().map_err(|_| invalid("major"))?.unwrap_or(0);
             let minor = header.device_minor().map_err(|_| invalid("minor"))?.unwrap_or(0);
             let ft = if kind == tar::EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
@@ -691,8 +708,9 @@ impl Unpacker<'_> {
         let pfd = self.resolve_dir(parent, true).map_err(|e| self.resolve_err(raw, e))?;
         let dfd = rustix::fs::openat(&pfd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(self.io_err("opening the directory of", raw))?;
-        rustix::fs::fsetxattr(&dfd, "trusted.overlay.opaque", b"y", XattrFlags::empty())
-            .map_err(self.io_err("marking opaque (trusted.overlay.opaque; needs CAP_SYS_ADMIN) the directory of", raw))?;
+        rustix::fs::fsetxattr(&dfd, "trusted.overlay.opaque", b"y", XattrFlags::empty()).map_err(
+            self.io_err("marking opaque (trusted.overlay.opaque; needs CAP_SYS_ADMIN) the directory of", raw),
+        )?;
         self.stats.opaque_dirs += 1;
         Ok(())
     }
@@ -720,9 +738,22 @@ impl Unpacker<'_> {
 
     /// Owner, (mode), xattrs and mtime of a symlink, device or FIFO, by name, never
     /// following it.
-    fn apply_at_meta(&mut self, raw: &[u8], pfd: BorrowedFd<'_>, name: &[u8], meta: &Meta, chmod: bool) -> Result<(), UnpackError> {
-        rustix::fs::chownat(pfd, name, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(self.io_err("changing the owner of", raw))?;
+    fn apply_at_meta(
+        &mut self,
+        raw: &[u8],
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        meta: &Meta,
+        chmod: bool,
+    ) -> Result<(), UnpackError> {
+        rustix::fs::chownat(
+            pfd,
+            name,
+            Some(Uid::from_raw(meta.uid)),
+            Some(Gid::from_raw(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(self.io_err("changing the owner of", raw))?;
         if chmod {
             // `name` was just created by mknodat (not a symlink), so following is moot.
             rustix::fs::chmodat(pfd, name, Mode::from_raw_mode(meta.mode), AtFlags::empty())
@@ -761,8 +792,13 @@ impl Unpacker<'_> {
         for (comps, t) in dir_times {
             let shown = comps.join(&b'/');
             let Some((name, parent)) = comps.split_last() else {
-                let fd = rustix::fs::openat(&self.root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(self.io_err("opening", b"/"))?;
+                let fd = rustix::fs::openat(
+                    &self.root,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(self.io_err("opening", b"/"))?;
                 rustix::fs::futimens(&fd, &times(t)).map_err(self.io_err("setting the mtime of", b"/"))?;
                 continue;
             };
@@ -784,8 +820,13 @@ impl Unpacker<'_> {
     /// symlinks as if the root were `/`; missing directories are created when `create`.
     fn resolve_dir(&mut self, comps: &[Vec<u8>], create: bool) -> Result<OwnedFd, ResolveError> {
         if comps.is_empty() {
-            return rustix::fs::openat(&self.root, ".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| ResolveError::Io(e.into()));
+            return rustix::fs::openat(
+                &self.root,
+                ".",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| ResolveError::Io(e.into()));
         }
         if self.openat2_works {
             let joined = comps.join(&b'/');
@@ -837,7 +878,9 @@ impl Unpacker<'_> {
             let cur = stack.last().map(|f| f.as_fd()).unwrap_or(self.root.as_fd());
             let next = match rustix::fs::statat(cur, c.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => match FileType::from_raw_mode(st.st_mode) {
-                    FileType::Directory => rustix::fs::openat(cur, c.as_slice(), dir_flags, Mode::empty()).map_err(io)?,
+                    FileType::Directory => {
+                        rustix::fs::openat(cur, c.as_slice(), dir_flags, Mode::empty()).map_err(io)?
+                    }
                     FileType::Symlink => {
                         links += 1;
                         if links > MAX_SYMLINKS {
@@ -870,8 +913,10 @@ impl Unpacker<'_> {
         }
         match stack.pop() {
             Some(fd) => Ok(fd),
-            None => rustix::fs::openat(&self.root, ".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(io),
+            None => {
+                rustix::fs::openat(&self.root, ".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(io)
+            }
         }
     }
 }
@@ -905,7 +950,12 @@ fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
         pending: Vec<CString>,
     }
     let open_dir = |at: BorrowedFd<'_>, n: &[u8]| -> Result<(OwnedFd, Vec<CString>), Errno> {
-        let fd = rustix::fs::openat(at, n, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        let fd = rustix::fs::openat(
+            at,
+            n,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         let mut names = Vec::new();
         for e in rustix::fs::Dir::read_from(&fd)? {
             let e = e?;
@@ -947,7 +997,9 @@ mod tests {
 
     #[test]
     fn names_are_cleaned_as_if_rooted() {
-        let c = |s: &str| clean_components(s.as_bytes()).into_iter().map(|c| String::from_utf8(c).unwrap()).collect::<Vec<_>>();
+        let c = |s: &str| {
+            clean_components(s.as_bytes()).into_iter().map(|c| String::from_utf8(c).unwrap()).collect::<Vec<_>>()
+        };
         assert_eq!(c("../escape"), ["escape"]);
         assert_eq!(c("/abs-file"), ["abs-file"]);
         assert_eq!(c("./a/./b/../c/"), ["a", "c"]);

@@ -95,9 +95,13 @@ const STREAM_BUFFER: usize = 128 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     /// gzip, `level` 0–9.
-    Gzip { level: u32 },
+    Gzip {
+        level: u32,
+    },
     /// zstd, `level` in libzstd's range (1–22, or negative for the fast levels).
-    Zstd { level: i32 },
+    Zstd {
+        level: i32,
+    },
     Uncompressed,
 }
 
@@ -451,11 +455,8 @@ impl<W: Write> Walk<'_, W> {
     /// A regular file: header, exactly `size` bytes of content, padding.
     fn file(&mut self, path: &Path, e: TarEntry) -> Result<(), LayerError> {
         let read_err = |source| LayerError::Read { path: path.to_path_buf(), source };
-        let mut f = File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
-            .open(path)
-            .map_err(read_err)?;
+        let mut f =
+            File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY).open(path).map_err(read_err)?;
         let size = e.size;
         self.header(&e)?;
         let mut buf = std::mem::take(&mut self.copy_buf);
@@ -707,6 +708,45 @@ mod tests {
         let mut f = [0u8; 12];
         numeric(&mut f, 1);
         assert_eq!(&f, b"00000000001\0");
+    }
+
+    #[test]
+    fn large_sizes_and_ids_get_pax_records_and_base256_fields() {
+        let opts = LayerOptions::default();
+        let mut out = Vec::new();
+        let mut walk = Walk {
+            out: &mut out,
+            opts: &opts,
+            out_name: Path::new("mem"),
+            links: HashMap::new(),
+            copy_buf: Vec::new(),
+        };
+        let size = 10u64 << 30;
+        walk.header(&TarEntry {
+            name: b"huge".to_vec(),
+            kind: b'0',
+            mode: 0o644,
+            uid: 3_000_000,
+            gid: 7,
+            size,
+            mtime: 1,
+            linkname: Vec::new(),
+            devmajor: 0,
+            devminor: 0,
+            xattrs: Vec::new(),
+        })
+        .unwrap();
+        let pax = tar::Header::from_byte_slice(&out[..BLOCK]);
+        assert_eq!(pax.entry_type(), tar::EntryType::XHeader);
+        let len = pax.size().unwrap() as usize;
+        let records = &out[BLOCK..BLOCK + len];
+        let keys: Vec<&str> = tar::PaxExtensions::new(records).map(|e| e.unwrap().key().unwrap()).collect();
+        assert_eq!(keys, ["size", "uid"], "sorted, only what is needed");
+        let main_at = BLOCK + len.div_ceil(BLOCK) * BLOCK;
+        let main = tar::Header::from_byte_slice(&out[main_at..main_at + BLOCK]);
+        assert_eq!(main.size().unwrap(), size);
+        assert_eq!(main.uid().unwrap(), 3_000_000);
+        assert_eq!(main.gid().unwrap(), 7);
     }
 
     #[test]

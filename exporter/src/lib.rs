@@ -4,4 +4,5 @@
 //!
 //! - [`layer`]: a diff directory (an overlayfs upper dir) → a deterministic tar stream,
 //!   compressed and hashed on the way into the blob store.
+pub mod image;
 pub mod layer;

@@ -321,7 +321,8 @@ fn long_names_and_link_targets_use_pax() {
     assert_eq!(entries[3].link.as_deref(), Some(long_file.as_str()));
     // PAX, not GNU long names.
     let mut raw = tar::Archive::new(&bytes[..]);
-    let kinds: Vec<tar::EntryType> = raw.entries().unwrap().raw(true).map(|e| e.unwrap().header().entry_type()).collect();
+    let kinds: Vec<tar::EntryType> =
+        raw.entries().unwrap().raw(true).map(|e| e.unwrap().header().entry_type()).collect();
     assert!(kinds.contains(&tar::EntryType::XHeader));
     assert!(!kinds.contains(&tar::EntryType::GNULongName));
     assert!(!kinds.contains(&tar::EntryType::GNULongLink));
@@ -374,16 +375,21 @@ fn compression_headers_and_media_types() {
     flate2::read::MultiGzDecoder::new(&blob[..]).read_to_end(&mut plain).unwrap();
     assert_eq!(plain, tar_bytes);
 
-    let zs = write_layer(&dir, &store, &LayerOptions { oci_media_types: false, ..opts(Compression::Zstd { level: 3 }, None) })
-        .unwrap();
+    let zs = write_layer(
+        &dir,
+        &store,
+        &LayerOptions { oci_media_types: false, ..opts(Compression::Zstd { level: 3 }, None) },
+    )
+    .unwrap();
     assert_eq!(zs.media_type, media::OCI_LAYER_ZSTD);
     assert_eq!(zs.diff_id, diff_id);
     assert_eq!(zstd::decode_all(&store.read_blob(&zs.digest).unwrap()[..]).unwrap(), tar_bytes);
 
     let docker_gz = LayerOptions { oci_media_types: false, ..opts(Compression::Gzip { level: 6 }, None) };
     assert_eq!(write_layer(&dir, &store, &docker_gz).unwrap().media_type, media::DOCKER_LAYER_GZIP);
-    let raw = write_layer(&dir, &store, &LayerOptions { oci_media_types: false, ..opts(Compression::Uncompressed, None) })
-        .unwrap();
+    let raw =
+        write_layer(&dir, &store, &LayerOptions { oci_media_types: false, ..opts(Compression::Uncompressed, None) })
+            .unwrap();
     assert_eq!(raw.media_type, media::DOCKER_LAYER_TAR);
     assert_eq!(raw.digest, diff_id);
 
@@ -393,8 +399,8 @@ fn compression_headers_and_media_types() {
 
 #[test]
 fn missing_directory_is_an_error_with_its_path() {
-    let err = write_layer_tar(Path::new("/nonexistent/strata-diff"), &mut Vec::new(), &LayerOptions::default())
-        .unwrap_err();
+    let err =
+        write_layer_tar(Path::new("/nonexistent/strata-diff"), &mut Vec::new(), &LayerOptions::default()).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/strata-diff"), "{err}");
 }
 
@@ -409,4 +415,50 @@ fn future_and_old_mtimes() {
     set_mtime(&tmp.path().join("f"), -5);
     let (bytes, _) = tar_of(tmp.path(), &opts(Compression::Uncompressed, None));
     assert_eq!(read_tar(&bytes)[0].mtime, 0);
+}
+
+/// GNU tar and Python's tarfile, as independent readers, see the same entries.
+#[test]
+fn independent_readers_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("diff");
+    fs::create_dir(&dir).unwrap();
+    build_tree(&dir, false, 1_600_000_000);
+    let long = format!("{}/{}", "d".repeat(80), "f".repeat(150));
+    fs::create_dir(dir.join("d".repeat(80))).unwrap();
+    write_file(&dir.join(&long), b"long");
+    fs::hard_link(dir.join("big"), dir.join("zz-hard")).unwrap();
+    let tar_path = tmp.path().join("layer.tar");
+    let mut out = File::create(&tar_path).unwrap();
+    write_layer_tar(&dir, &mut out, &opts(Compression::Uncompressed, None)).unwrap();
+    drop(out);
+
+    let ours: Vec<String> = read_tar(&fs::read(&tar_path).unwrap()).into_iter().map(|e| e.path).collect();
+    let gnu = std::process::Command::new("tar").arg("-tf").arg(&tar_path).output();
+    match gnu {
+        Ok(o) if o.status.success() => {
+            let names: Vec<String> = String::from_utf8(o.stdout).unwrap().lines().map(String::from).collect();
+            assert_eq!(names, ours, "GNU tar listing");
+            let x = tmp.path().join("x");
+            fs::create_dir(&x).unwrap();
+            let st = std::process::Command::new("tar").arg("-xpf").arg(&tar_path).arg("-C").arg(&x).status().unwrap();
+            assert!(st.success());
+            assert_eq!(fs::read(x.join(&long)).unwrap(), b"long");
+            assert_eq!(fs::metadata(x.join("zz-hard")).unwrap().ino(), fs::metadata(x.join("big")).unwrap().ino());
+            assert_eq!(fs::metadata(x.join("usr/bin/tool")).unwrap().mode() & 0o7777, 0o4755);
+        }
+        _ => eprintln!("GNU tar not available; skipped"),
+    }
+    let py = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sys,tarfile\nfor m in tarfile.open(sys.argv[1]): print(m.name + ('/' if m.isdir() else ''))")
+        .arg(&tar_path)
+        .output();
+    match py {
+        Ok(o) if o.status.success() => {
+            let names: Vec<String> = String::from_utf8(o.stdout).unwrap().lines().map(String::from).collect();
+            assert_eq!(names, ours, "Python tarfile listing");
+        }
+        _ => eprintln!("python3 not available; skipped"),
+    }
 }

@@ -20,6 +20,9 @@
 pub mod ast;
 pub mod dockerignore;
 pub mod grammar;
+pub mod instructions;
+pub mod lower;
+pub mod outline;
 pub mod scanner;
 pub mod shell;
 pub mod words;

@@ -223,7 +223,12 @@ impl<'a> Scanner<'a> {
                     self.comments.push(comment.to_string());
                 }
             }
+            let directives_before = self.directives.seen.len();
             let token = self.process_line(raw, true)?;
+            if self.directives.seen.len() > directives_before {
+                // A parser directive is not a comment of the first instruction.
+                self.comments.pop();
+            }
             let start_line = self.current_line;
             let (first, mut end) = self.trim_continuation(token);
             if end && first.is_empty() {

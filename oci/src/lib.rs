@@ -22,6 +22,7 @@ pub mod digest;
 pub mod image;
 pub mod layout;
 pub mod media;
+pub mod names;
 pub mod reference;
 pub mod registry;
 pub mod store;

@@ -58,12 +58,12 @@ pub struct PulledImage {
 }
 
 impl PulledImage {
-    /// The descriptor of the platform manifest.
-    pub fn manifest_descriptor(&self, store: &BlobStore) -> Descriptor {
-        let size = store.size(&self.manifest_digest).unwrap_or(0);
+    /// The descriptor of the platform manifest (its size read from the store).
+    pub fn manifest_descriptor(&self, store: &BlobStore) -> Result<Descriptor, crate::store::StoreError> {
+        let size = store.size(&self.manifest_digest)?;
         let mut d = Descriptor::new(self.manifest_media_type.clone(), self.manifest_digest.clone(), size);
         d.platform = Some(self.config.platform());
-        d
+        Ok(d)
     }
 }
 

@@ -204,19 +204,32 @@ impl NetFailure {
     pub(crate) fn classify(err: &reqwest::Error) -> NetFailure {
         let mut io_kind = None;
         let mut tls: Option<NetFailure> = None;
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-        while let Some(e) = cur {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                io_kind.get_or_insert(io.kind());
-                if let Some(inner) = io.get_ref() {
-                    if let Some(r) = inner.downcast_ref::<rustls::Error>() {
-                        tls.get_or_insert(classify_rustls(r));
-                    }
-                }
+        // io::Error hides a wrapped error from `source()` (it returns the inner error's
+        // source), so look inside each io::Error with `get_ref` as well.
+        fn inspect(
+            e: &(dyn std::error::Error + 'static),
+            io_kind: &mut Option<std::io::ErrorKind>,
+            tls: &mut Option<NetFailure>,
+            depth: usize,
+        ) {
+            if depth > 8 {
+                return;
             }
             if let Some(r) = e.downcast_ref::<rustls::Error>() {
-                tls.get_or_insert(classify_rustls(r));
+                tls.get_or_insert_with(|| classify_rustls(r));
             }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() != std::io::ErrorKind::Other {
+                    io_kind.get_or_insert(io.kind());
+                }
+                if let Some(inner) = io.get_ref() {
+                    inspect(inner, io_kind, tls, depth + 1);
+                }
+            }
+        }
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        while let Some(e) = cur {
+            inspect(e, &mut io_kind, &mut tls, 0);
             cur = e.source();
         }
         if let Some(t) = tls {

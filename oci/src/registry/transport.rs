@@ -482,6 +482,29 @@ impl Transport {
         }
     }
 
+    /// A transport with the same settings and clients but no cached state, using only
+    /// `credential` for `registry` (docker config.json is not consulted).
+    fn with_only_credentials(&self, registry: &str, credential: &Credential) -> Transport {
+        let i = &self.inner;
+        Transport {
+            inner: Arc::new(Inner {
+                user_agent: i.user_agent.clone(),
+                connect_timeout: i.connect_timeout,
+                read_timeout: i.read_timeout,
+                max_attempts: i.max_attempts,
+                retry_base_delay: i.retry_base_delay,
+                insecure: i.insecure.clone(),
+                ca_certs: i.ca_certs.clone(),
+                certs_dir: i.certs_dir.clone(),
+                docker_config: None,
+                credentials: HashMap::from([(normalize_registry(registry), credential.clone())]),
+                hosts: Mutex::new(HashMap::new()),
+                clients: Mutex::new(i.clients.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+                auth: AuthSession::default(),
+            }),
+        }
+    }
+
     /// Check credentials against a registry without touching any repository, as
     /// `docker login` does: Basic → `GET /v2/` with them; Bearer → a token request.
     pub async fn verify_credentials(
@@ -490,26 +513,8 @@ impl Transport {
         registry: &str,
         credential: &Credential,
     ) -> Result<(), RegistryError> {
-        let mut opts_creds = self.inner.credentials.clone();
-        opts_creds.insert(normalize_registry(registry), credential.clone());
-        // A throwaway transport sharing settings but holding only these credentials.
-        let probe = Transport {
-            inner: Arc::new(Inner {
-                user_agent: self.inner.user_agent.clone(),
-                connect_timeout: self.inner.connect_timeout,
-                read_timeout: self.inner.read_timeout,
-                max_attempts: self.inner.max_attempts,
-                retry_base_delay: self.inner.retry_base_delay,
-                insecure: self.inner.insecure.clone(),
-                ca_certs: self.inner.ca_certs.clone(),
-                certs_dir: self.inner.certs_dir.clone(),
-                docker_config: None,
-                credentials: opts_creds,
-                hosts: Mutex::new(HashMap::new()),
-                clients: Mutex::new(self.inner.clients.lock().unwrap_or_else(|p| p.into_inner()).clone()),
-                auth: AuthSession::default(),
-            }),
-        };
+        // A fresh session with the same settings, holding only these credentials.
+        let probe = self.with_only_credentials(registry, credential);
         let resp = probe.send(op, registry, &Scope::none(), &RegistryRequest::get("/v2/")).await?;
         if resp.status().is_success() {
             return Ok(());

@@ -1,0 +1,537 @@
+//! The local worker: strata-solver's [`Worker`] on this machine — image layers unpacked
+//! into snapshots, RUN in runc over an overlay, COPY/ADD and other file ops into an
+//! overlay's upper dir, which then becomes the step's layer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use strata_oci::digest::Digest;
+use strata_oci::image::{ImageConfig, Manifest};
+use strata_oci::store::BlobStore;
+use strata_solver::graph::{CopyOp, ExecOp, Mount, NetworkMode, Node, NodeId, Op};
+use strata_solver::progress::ProgressEvent;
+use strata_solver::worker::{LayerId, Output, Solved, StepContext, Worker, WorkerError};
+
+use crate::context::{selection_hash, ExcludeFn, LocalContext, StatCache};
+use crate::mount::{mount_overlay, MountGuard};
+use crate::sandbox::{ExtraMount, Runc, SandboxSpec};
+use crate::snapshot::{Snapshots, WorkDir};
+
+/// Builds an exclusion predicate from patterns (`--exclude`), .dockerignore style.
+pub type PatternFactory = Arc<dyn Fn(&[String]) -> Result<ExcludeFn, String> + Send + Sync>;
+
+/// Where a secret's value comes from (`--secret id=..,src=FILE|env=VAR`).
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// What the local worker needs to know.
+pub struct WorkerConfig {
+    pub root: PathBuf,
+    pub runc: Runc,
+    pub contexts: HashMap<String, LocalContext>,
+    pub secrets: HashMap<String, SecretSource>,
+    /// ssh id → agent socket path.
+    pub ssh: HashMap<String, PathBuf>,
+    pub patterns: PatternFactory,
+    pub hostname: String,
+}
+
+pub struct LocalWorker {
+    cfg: WorkerConfig,
+    store: BlobStore,
+    snapshots: Snapshots,
+    stat_caches: Mutex<HashMap<String, Arc<StatCache>>>,
+    unpack_lock: tokio::sync::Mutex<()>,
+}
+
+/// Remembered beside an image layer's snapshot: the blob it came from.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LayerSource {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub diff_id: Digest,
+}
+
+fn werr(context: &str) -> impl Fn(std::io::Error) -> WorkerError + '_ {
+    move |e| WorkerError::Other(format!("{context}: {e}"))
+}
+
+impl LocalWorker {
+    pub fn new(cfg: WorkerConfig) -> Result<Self, WorkerError> {
+        let store = BlobStore::open(&cfg.root).map_err(WorkerError::other)?;
+        let snapshots = Snapshots::open(&cfg.root).map_err(werr("opening snapshots"))?;
+        snapshots.clean_stale();
+        Ok(LocalWorker { cfg, store, snapshots, stat_caches: Mutex::new(HashMap::new()), unpack_lock: tokio::sync::Mutex::new(()) })
+    }
+
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    pub fn store(&self) -> &BlobStore {
+        &self.store
+    }
+
+    pub fn context(&self, name: &str) -> Result<&LocalContext, WorkerError> {
+        self.cfg.contexts.get(name).ok_or_else(|| WorkerError::Other(format!("unknown local context {name:?}")))
+    }
+
+    fn stat_cache(&self, name: &str, dir: &Path) -> Arc<StatCache> {
+        let mut m = self.stat_caches.lock().expect("stat cache map");
+        m.entry(name.to_string()).or_insert_with(|| Arc::new(StatCache::load(&self.cfg.root, dir))).clone()
+    }
+
+    /// Persist the stat caches (call at the end of a build).
+    pub fn flush(&self) {
+        for c in self.stat_caches.lock().expect("stat cache map").values() {
+            if let Err(e) = c.save() {
+                tracing::warn!("could not save the stat cache: {e}");
+            }
+        }
+    }
+
+    fn layer_dirs(&self, layers: &[LayerId]) -> Vec<PathBuf> {
+        layers.iter().map(|l| self.snapshots.layer_dir(l)).collect()
+    }
+
+    fn new_layer_id(id: &NodeId) -> LayerId {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let h = blake3::hash(format!("{id}-{nanos}-{}", std::process::id()).as_bytes());
+        LayerId(format!("s{}", &h.to_hex()[..31]))
+    }
+
+    /// Mount a read-only view of a solved input; `None` for a local context.
+    fn view(&self, input: &Solved, at: &Path) -> Result<Option<MountGuard>, WorkerError> {
+        match &input.output {
+            Output::Local(_) => Ok(None),
+            Output::Layers(layers) => {
+                std::fs::create_dir_all(at).map_err(werr("creating a mount point"))?;
+                let g = mount_overlay(&self.layer_dirs(layers), None, at, &self.snapshots.empty_dir()).map_err(werr("mounting a read-only view"))?;
+                Ok(Some(g))
+            }
+        }
+    }
+
+    async fn run_image(&self, manifest_digest: &str, ctx: &StepContext) -> Result<Output, WorkerError> {
+        let digest: Digest = manifest_digest.parse().map_err(WorkerError::other)?;
+        let manifest: Manifest = serde_json::from_slice(&self.store.read_blob(&digest).map_err(WorkerError::other)?).map_err(WorkerError::other)?;
+        let config: ImageConfig =
+            serde_json::from_slice(&self.store.read_blob(&manifest.config.digest).map_err(WorkerError::other)?).map_err(WorkerError::other)?;
+        let mut out = Vec::new();
+        let _guard = self.unpack_lock.lock().await;
+        for (i, layer) in manifest.layers.iter().enumerate() {
+            let diff_id = config.rootfs.diff_ids.get(i).cloned();
+            let id = LayerId(format!("i{}", &diff_id.as_ref().map(|d| d.hex().to_string()).unwrap_or_else(|| layer.digest.hex().to_string())[..31]));
+            if !self.snapshots.exists(&id) {
+                ctx.progress.send(ProgressEvent::Status { vertex: ctx.vertex.to_string(), name: ctx.name.clone(), message: format!("unpacking {}", layer.digest) });
+                let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
+                let blob_path = self.store.path(&layer.digest);
+                let media_type = layer.media_type.clone();
+                let upper = work.upper();
+                let verify = diff_id.clone();
+                let stats = tokio::task::spawn_blocking(move || {
+                    let mut f = std::fs::File::open(&blob_path)?;
+                    crate::unpack::unpack_layer(&mut f, Some(&media_type), &upper, &crate::unpack::UnpackOptions { allow_devices: rustix::process::geteuid().is_root(), verify_diff_id: verify })
+                        .map_err(std::io::Error::other)
+                })
+                .await
+                .map_err(WorkerError::other)?
+                .map_err(|e| WorkerError::Other(format!("unpacking layer {}: {e}", layer.digest)))?;
+                let src = LayerSource { digest: layer.digest.clone(), media_type: layer.media_type.clone(), size: layer.size, diff_id: stats.diff_id };
+                std::fs::write(work.dir.join("source.json"), serde_json::to_vec(&src).map_err(WorkerError::other)?).map_err(werr("writing layer metadata"))?;
+                self.snapshots.commit(work, &id).map_err(werr("committing a snapshot"))?;
+            }
+            out.push(id);
+        }
+        Ok(Output::Layers(out))
+    }
+
+    async fn run_exec(&self, id: NodeId, exec: &ExecOp, inputs: &[Arc<Solved>], ctx: StepContext) -> Result<Output, WorkerError> {
+        let base = inputs.first().map(|s| s.output.layers().to_vec()).unwrap_or_default();
+        let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
+        let root_mount = mount_overlay(&self.layer_dirs(&base), Some((&work.upper(), &work.work())), &work.merged(), &self.snapshots.empty_dir())
+            .map_err(werr("mounting the root file system"))?;
+        let merged = work.merged();
+        let user = crate::users::resolve_user(&merged, &exec.user).map_err(WorkerError::other)?;
+        let cwd = if exec.cwd.is_empty() { "/".to_string() } else { exec.cwd.clone() };
+        let cwd_host = merged.join(cwd.trim_start_matches('/'));
+        if !cwd_host.exists() {
+            std::fs::create_dir_all(&cwd_host).map_err(werr("creating the working directory"))?;
+        }
+        let mut env = exec.env.clone();
+        let mut mounts = Vec::new();
+        let mut guards: Vec<MountGuard> = Vec::new();
+        let mut locks: Vec<std::fs::File> = Vec::new();
+        let secret_dir = PathBuf::from(format!("/dev/shm/strata-secrets-{}-{}", std::process::id(), id.short()));
+        let mut cleanup_secret = false;
+        for (mi, m) in exec.mounts.iter().enumerate() {
+            match m {
+                Mount::Bind { input, source, target, readwrite } => {
+                    let solved = inputs.get(*input).ok_or_else(|| WorkerError::Other("bind mount input missing".into()))?;
+                    let src_root = match &solved.output {
+                        Output::Local(name) => self.context(name)?.dir.clone(),
+                        Output::Layers(_) => {
+                            let at = work.dir.join(format!("m{mi}"));
+                            let g = self.view(solved, &at)?.expect("layers give a mount");
+                            guards.push(g);
+                            at
+                        }
+                    };
+                    let mut src = src_root.join(crate::context::clean_relative(source));
+                    if *readwrite {
+                        // Writes are discarded: an overlay with a throw-away upper dir.
+                        let scratch = work.dir.join(format!("rw{mi}"));
+                        for d in ["u", "w", "m"] {
+                            std::fs::create_dir_all(scratch.join(d)).map_err(werr("bind mount scratch"))?;
+                        }
+                        let g = mount_overlay(&[src.clone()], Some((&scratch.join("u"), &scratch.join("w"))), &scratch.join("m"), &self.snapshots.empty_dir())
+                            .map_err(werr("mounting a writable bind"))?;
+                        src = scratch.join("m");
+                        guards.push(g);
+                    }
+                    let opts = vec!["rbind".to_string(), if *readwrite { "rw" } else { "ro" }.to_string()];
+                    mounts.push(ExtraMount { destination: target.clone(), source: src, kind: "bind".into(), options: opts });
+                }
+                Mount::Cache { id: cid, target, sharing, readonly, mode, uid, gid, .. } => {
+                    let dir = self.cfg.root.join("cache-mounts").join(&blake3::hash(cid.as_bytes()).to_hex()[..32]);
+                    if !dir.exists() {
+                        let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+                        std::fs::create_dir_all(&tmp).map_err(werr("creating a cache mount"))?;
+                        std::os::unix::fs::chown(&tmp, Some(*uid), Some(*gid)).map_err(werr("chown of a cache mount"))?;
+                        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(*mode)).map_err(werr("chmod of a cache mount"))?;
+                        if std::fs::rename(&tmp, &dir).is_err() {
+                            let _ = std::fs::remove_dir_all(&tmp);
+                        }
+                    }
+                    if matches!(sharing, strata_solver::graph::CacheSharing::Locked) {
+                        let f = std::fs::File::open(&dir).map_err(werr("opening a cache mount"))?;
+                        let f = tokio::task::spawn_blocking(move || rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map(|_| f))
+                            .await
+                            .map_err(WorkerError::other)?
+                            .map_err(|e| WorkerError::Other(format!("locking a cache mount: {e}")))?;
+                        locks.push(f);
+                    }
+                    let opts = vec!["rbind".to_string(), if *readonly { "ro" } else { "rw" }.to_string()];
+                    mounts.push(ExtraMount { destination: target.clone(), source: dir, kind: "bind".into(), options: opts });
+                }
+                Mount::Tmpfs { target, size } => {
+                    let mut opts = vec!["nosuid".to_string(), "nodev".to_string()];
+                    if let Some(s) = size {
+                        opts.push(format!("size={s}"));
+                    }
+                    mounts.push(ExtraMount { destination: target.clone(), source: PathBuf::from("tmpfs"), kind: "tmpfs".into(), options: opts });
+                }
+                Mount::Secret { id: sid, target, env: env_name, required, mode, uid, gid } => {
+                    let value = match self.cfg.secrets.get(sid) {
+                        Some(SecretSource::File(p)) => Some(std::fs::read(p).map_err(|e| WorkerError::Other(format!("reading secret {sid:?} from {}: {e}", p.display())))?),
+                        Some(SecretSource::Env(v)) => std::env::var_os(v).map(|v| v.into_encoded_bytes()),
+                        None => None,
+                    };
+                    let Some(value) = value else {
+                        if *required {
+                            return Err(WorkerError::Other(format!("secret {sid} is required but was not provided: pass --secret id={sid},src=FILE")));
+                        }
+                        continue;
+                    };
+                    if let Some(name) = env_name {
+                        env.push(format!("{name}={}", String::from_utf8_lossy(&value)));
+                    }
+                    if target.is_some() || env_name.is_none() {
+                        let dest = target.clone().unwrap_or_else(|| format!("/run/secrets/{sid}"));
+                        std::fs::create_dir_all(&secret_dir).map_err(werr("creating the secrets dir"))?;
+                        cleanup_secret = true;
+                        let file = secret_dir.join(format!("s{mi}"));
+                        std::fs::write(&file, &value).map_err(werr("writing a secret"))?;
+                        std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(werr("chown of a secret"))?;
+                        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(*mode)).map_err(werr("chmod of a secret"))?;
+                        mounts.push(ExtraMount { destination: dest, source: file, kind: "bind".into(), options: vec!["rbind".into(), "ro".into()] });
+                    }
+                }
+                Mount::Ssh { id: sid, target, required, .. } => match self.cfg.ssh.get(sid) {
+                    Some(sock) => {
+                        mounts.push(ExtraMount { destination: target.clone(), source: sock.clone(), kind: "bind".into(), options: vec!["rbind".into(), "ro".into()] });
+                        env.push(format!("SSH_AUTH_SOCK={target}"));
+                    }
+                    None if *required => return Err(WorkerError::Other(format!("ssh agent {sid} is required: pass --ssh {sid}=$SSH_AUTH_SOCK"))),
+                    None => {}
+                },
+            }
+        }
+        let spec = SandboxSpec {
+            args: exec.args.clone(),
+            env,
+            cwd,
+            uid: user.uid,
+            gid: user.gid,
+            additional_gids: user.additional_gids.clone(),
+            no_network: exec.network == NetworkMode::None,
+            insecure: exec.insecure,
+            hostname: self.cfg.hostname.clone(),
+            mounts,
+            extra_hosts: exec.extra_hosts.clone(),
+        };
+        // Mount points that do not exist yet are created by runc; remember them.
+        let stubs: Vec<(String, bool)> = crate::sandbox::mount_points(&spec)
+            .into_iter()
+            .map(|p| {
+                let existed = merged.join(p.trim_start_matches('/')).symlink_metadata().is_ok();
+                (p, existed)
+            })
+            .collect();
+        let stub_parents: Vec<String> = stubs.iter().filter(|(_, e)| !e).flat_map(|(p, _)| missing_ancestors(&merged, p)).collect();
+        let container_id = format!("strata-{}-{}", std::process::id(), &LocalWorker::new_layer_id(&id).0[1..13]);
+        let bundle = work.dir.join("bundle");
+        let vertex = ctx.vertex;
+        let progress = ctx.progress.clone();
+        let outcome = self
+            .cfg
+            .runc
+            .run(&container_id, &merged, &bundle, &spec, move |stream, line| progress.log(&vertex, stream, line), ctx.cancel.clone())
+            .await;
+        drop(guards);
+        drop(locks);
+        if cleanup_secret {
+            let _ = std::fs::remove_dir_all(&secret_dir);
+        }
+        root_mount.unmount().map_err(werr("unmounting the root file system"))?;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(crate::sandbox::SandboxError::Cancelled) => return Err(WorkerError::Cancelled),
+            Err(e) => return Err(WorkerError::other(e)),
+        };
+        if outcome.exit_code != 0 {
+            return Err(WorkerError::StepFailed {
+                message: format!("process {:?} did not complete successfully: exit code: {}", exec.args.join(" "), outcome.exit_code),
+                exit_code: Some(outcome.exit_code),
+                last_lines: outcome.last_lines,
+            });
+        }
+        remove_stubs(&work.upper(), &stubs, &stub_parents);
+        self.finish_layer(id, work, base)
+    }
+
+    fn finish_layer(&self, id: NodeId, work: WorkDir, mut base: Vec<LayerId>) -> Result<Output, WorkerError> {
+        let layer = Self::new_layer_id(&id);
+        let _ = std::fs::remove_dir(work.dir.join("bundle"));
+        self.snapshots.commit(work, &layer).map_err(werr("committing a snapshot"))?;
+        base.push(layer);
+        Ok(Output::Layers(base))
+    }
+
+    async fn run_copy(&self, id: NodeId, op: &CopyOp, inputs: &[Arc<Solved>]) -> Result<Output, WorkerError> {
+        let base = inputs.first().map(|s| s.output.layers().to_vec()).unwrap_or_default();
+        let source = inputs.get(1).ok_or_else(|| WorkerError::Other("copy source missing".into()))?;
+        let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
+        let root_mount = mount_overlay(&self.layer_dirs(&base), Some((&work.upper(), &work.work())), &work.merged(), &self.snapshots.empty_dir())
+            .map_err(werr("mounting the root file system"))?;
+        let src_at = work.dir.join("src");
+        let src_guard = self.view(source, &src_at)?;
+        let (src_root, ignore, is_context) = match &source.output {
+            Output::Local(name) => {
+                let c = self.context(name)?;
+                (c.dir.clone(), c.ignore.clone(), true)
+            }
+            Output::Layers(_) => (src_at.clone(), Arc::new(|_: &str, _: bool| false) as ExcludeFn, false),
+        };
+        let extra = (self.cfg.patterns)(&op.exclude).map_err(WorkerError::Other)?;
+        let merged = work.merged();
+        let op2 = op.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
+            let owner = match &op2.chown {
+                Some(c) => Some(crate::users::resolve_chown(&merged, &c.user, c.group.as_deref()).map_err(WorkerError::other)?),
+                None => None,
+            };
+            let exclude = move |p: &str, d: bool| ignore(p, d) || extra(p, d);
+            let req = crate::copy::CopyRequest { src_root: &src_root, dest_root: &merged, op: &op2, owner, exclude: &exclude, source_is_context: is_context };
+            crate::copy::copy(&req).map(|_| ()).map_err(WorkerError::other)
+        })
+        .await
+        .map_err(WorkerError::other)?;
+        drop(src_guard);
+        root_mount.unmount().map_err(werr("unmounting the root file system"))?;
+        result?;
+        self.finish_layer(id, work, base)
+    }
+
+    async fn run_file(&self, id: NodeId, op: &Op, inputs: &[Arc<Solved>]) -> Result<Output, WorkerError> {
+        let base = inputs.first().map(|s| s.output.layers().to_vec()).unwrap_or_default();
+        let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
+        let root_mount = mount_overlay(&self.layer_dirs(&base), Some((&work.upper(), &work.work())), &work.merged(), &self.snapshots.empty_dir())
+            .map_err(werr("mounting the root file system"))?;
+        let merged = work.merged();
+        let result = (|| -> Result<(), WorkerError> {
+            match op {
+                Op::Mkdir { path, mode, chown } => {
+                    let owner = match chown {
+                        Some(c) => Some(crate::users::resolve_chown(&merged, &c.user, c.group.as_deref()).map_err(WorkerError::other)?),
+                        None => None,
+                    };
+                    mkdir_all_in_root(&merged, path, *mode, owner).map_err(werr("creating a directory"))
+                }
+                Op::MkFile { path, data, mode, chown } => {
+                    let owner = match chown {
+                        Some(c) => Some(crate::users::resolve_chown(&merged, &c.user, c.group.as_deref()).map_err(WorkerError::other)?),
+                        None => None,
+                    };
+                    let rel = crate::context::clean_relative(path);
+                    if let Some(parent) = Path::new(&rel).parent().filter(|p| !p.as_os_str().is_empty()) {
+                        mkdir_all_in_root(&merged, &parent.to_string_lossy(), 0o755, owner).map_err(werr("creating a directory"))?;
+                    }
+                    let file = merged.join(&rel);
+                    std::fs::write(&file, data).map_err(werr("writing a file"))?;
+                    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(*mode)).map_err(werr("chmod"))?;
+                    if let Some((u, g)) = owner {
+                        std::os::unix::fs::chown(&file, Some(u), Some(g)).map_err(werr("chown"))?;
+                    }
+                    Ok(())
+                }
+                _ => Err(WorkerError::Other("not a file op".into())),
+            }
+        })();
+        root_mount.unmount().map_err(werr("unmounting the root file system"))?;
+        result?;
+        self.finish_layer(id, work, base)
+    }
+}
+
+/// Create `path` (absolute in the image) and missing parents inside `root`, refusing to
+/// follow symlinks out of it.
+fn mkdir_all_in_root(root: &Path, path: &str, mode: u32, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    let rel = crate::context::clean_relative(path);
+    let mut cur = root.to_path_buf();
+    for seg in rel.split('/').filter(|s| !s.is_empty()) {
+        cur.push(seg);
+        match cur.symlink_metadata() {
+            Ok(m) if m.is_dir() => continue,
+            Ok(m) if m.file_type().is_symlink() => {
+                // Resolve the link inside the root.
+                let target = std::fs::read_link(&cur)?;
+                let joined = if target.is_absolute() {
+                    root.join(crate::context::clean_relative(&target.to_string_lossy()))
+                } else {
+                    let parent = cur.parent().unwrap_or(root).to_path_buf();
+                    let rel_parent = parent.strip_prefix(root).unwrap_or(Path::new("")).to_string_lossy().to_string();
+                    root.join(crate::context::clean_relative(&format!("{rel_parent}/{}", target.to_string_lossy())))
+                };
+                if joined.is_dir() {
+                    cur = joined;
+                    continue;
+                }
+                return Err(std::io::Error::other(format!("{path}: a path component is a symlink to a non-directory")));
+            }
+            Ok(_) => return Err(std::io::Error::other(format!("{path}: a path component is not a directory"))),
+            Err(_) => {
+                std::fs::create_dir(&cur)?;
+                std::fs::set_permissions(&cur, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+                if let Some((u, g)) = owner {
+                    std::os::unix::fs::chown(&cur, Some(u), Some(g))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ancestors of `p` (inside `root`) that do not exist yet, outermost first.
+fn missing_ancestors(root: &Path, p: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let segs: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+    for seg in segs.iter().take(segs.len().saturating_sub(1)) {
+        cur = format!("{cur}/{seg}");
+        if root.join(cur.trim_start_matches('/')).symlink_metadata().is_err() {
+            out.push(cur.clone());
+        }
+    }
+    out
+}
+
+/// Remove the mount-point stubs runc created (empty files/dirs), and the parents that
+/// were created for them if they are empty now.
+fn remove_stubs(upper: &Path, stubs: &[(String, bool)], parents: &[String]) {
+    for (p, existed) in stubs {
+        if *existed {
+            continue;
+        }
+        let path = upper.join(p.trim_start_matches('/'));
+        if let Ok(m) = path.symlink_metadata() {
+            if m.is_dir() {
+                let _ = std::fs::remove_dir(&path);
+            } else if m.is_file() && m.len() == 0 {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    let mut parents: Vec<&String> = parents.iter().collect();
+    parents.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    parents.dedup();
+    for p in parents {
+        let _ = std::fs::remove_dir(upper.join(p.trim_start_matches('/')));
+    }
+}
+
+#[async_trait]
+impl Worker for LocalWorker {
+    async fn content_key(&self, node: &Node, inputs: &[Arc<Solved>]) -> Result<Option<[u8; 32]>, WorkerError> {
+        let mut h = blake3::Hasher::new();
+        let mut any = false;
+        match &node.op {
+            Op::Copy(c) => {
+                if let Some(Output::Local(name)) = inputs.get(1).map(|s| &s.output) {
+                    let ctx = self.context(name)?.clone();
+                    let cache = self.stat_cache(name, &ctx.dir);
+                    let exclude = (self.cfg.patterns)(&c.exclude).map_err(WorkerError::Other)?;
+                    let sources = c.sources.clone();
+                    let key = tokio::task::spawn_blocking(move || selection_hash(&ctx, &cache, &sources, &exclude))
+                        .await
+                        .map_err(WorkerError::other)?
+                        .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))?;
+                    h.update(&key);
+                    any = true;
+                }
+            }
+            Op::Exec(e) => {
+                for m in &e.mounts {
+                    if let Mount::Bind { input, source, .. } = m {
+                        if let Some(Output::Local(name)) = inputs.get(*input).map(|s| &s.output) {
+                            let ctx = self.context(name)?.clone();
+                            let cache = self.stat_cache(name, &ctx.dir);
+                            let none: ExcludeFn = Arc::new(|_, _| false);
+                            let sources = vec![source.clone()];
+                            let key = tokio::task::spawn_blocking(move || selection_hash(&ctx, &cache, &sources, &none))
+                                .await
+                                .map_err(WorkerError::other)?
+                                .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))?;
+                            h.update(&key);
+                            any = true;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(any.then(|| *h.finalize().as_bytes()))
+    }
+
+    async fn run(&self, id: NodeId, node: &Node, inputs: &[Arc<Solved>], ctx: StepContext) -> Result<Output, WorkerError> {
+        match &node.op {
+            Op::Image { manifest_digest, .. } => self.run_image(manifest_digest, &ctx).await,
+            Op::Exec(exec) => self.run_exec(id, exec, inputs, ctx).await,
+            Op::Copy(c) => self.run_copy(id, c, inputs).await,
+            Op::Mkdir { .. } | Op::MkFile { .. } => self.run_file(id, &node.op, inputs).await,
+            Op::Merge => Ok(Output::Layers(inputs.iter().flat_map(|s| s.output.layers().to_vec()).collect())),
+            Op::Scratch => Ok(Output::Layers(Vec::new())),
+            Op::Local { name } => Ok(Output::Local(name.clone())),
+        }
+    }
+
+    fn output_valid(&self, output: &Output) -> bool {
+        output.layers().iter().all(|l| self.snapshots.exists(l))
+    }
+}

@@ -1,0 +1,417 @@
+//! `strata build`: flags → Dockerfile → build graph → solve → image → outputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_executor::context::{ExcludeFn, LocalContext};
+use strata_executor::sandbox::Runc;
+use strata_executor::worker::{LocalWorker, PatternFactory, SecretSource, WorkerConfig};
+use strata_frontend::dockerignore::{read_ignore_file, PatternMatcher};
+use strata_frontend::lower::{self, LowerOptions, NamedContext};
+use strata_oci::image::Platform;
+use strata_oci::store::BlobStore;
+use strata_solver::cache::CacheIndex;
+use strata_solver::graph::NetworkMode;
+use strata_solver::progress::ProgressSink;
+use strata_solver::scheduler::{Scheduler, SolveOptions};
+use strata_solver::worker::WorkerError;
+
+use crate::cli::{BuildArgs, Cli};
+use crate::diagnostics::{dockerfile_error, dockerfile_warning};
+use crate::resolve::{PullPolicy, Resolver};
+use crate::{Failure, Result};
+
+/// The name the main build context is registered under.
+const MAIN_CONTEXT: &str = "context";
+
+/// Flags buildx accepts that strata does not support yet: fail loudly.
+fn reject_unsupported(args: &BuildArgs) -> Result<()> {
+    if !args.cache_from.is_empty() || !args.cache_to.is_empty() {
+        return Err(Failure::usage(
+            "error: --cache-from/--cache-to are not supported yet: strata keeps its cache in --root; share that directory between CI runs instead",
+        ));
+    }
+    if args.load {
+        let sock = std::env::var("DOCKER_HOST").ok().and_then(|h| h.strip_prefix("unix://").map(str::to_string)).unwrap_or_else(|| "/var/run/docker.sock".into());
+        let hint = if Path::new(&sock).exists() { format!("a Docker daemon is at {sock}, but loading through its API is not supported yet") } else { "no Docker daemon is reachable".to_string() };
+        return Err(Failure::usage(format!("error: --load: {hint}; use -o type=docker,dest=image.tar and `docker load -i image.tar`")));
+    }
+    if args.shm_size.is_some() {
+        return Err(Failure::usage("error: --shm-size is not supported yet (RUN steps get a 64MB /dev/shm)"));
+    }
+    if !args.ulimit.is_empty() {
+        return Err(Failure::usage("error: --ulimit is not supported yet (RUN steps get nofile=1048576)"));
+    }
+    if args.platform.len() > 1 {
+        return Err(Failure::usage("error: building several platforms at once is not supported yet: run one build per --platform"));
+    }
+    match args.call.as_str() {
+        "build" | "outline" | "targets" | "check" => {}
+        other => return Err(Failure::usage(format!("error: --call={other}: expected build, outline, targets or check"))),
+    }
+    for a in &args.allow {
+        if a != "security.insecure" && a != "network.host" {
+            return Err(Failure::usage(format!("error: --allow {a}: unknown entitlement (security.insecure, network.host)")));
+        }
+    }
+    if args.context.contains("://") || args.context.starts_with("git@") {
+        return Err(Failure::usage(format!("error: remote build contexts ({}) are not supported yet: clone or download it and pass the directory", args.context)));
+    }
+    Ok(())
+}
+
+fn parse_kv(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for s in list {
+        match s.split_once('=') {
+            Some((k, v)) => {
+                m.insert(k.to_string(), v.to_string());
+            }
+            None if what == "--build-arg" => {
+                // `--build-arg NAME` takes the value from the environment, as docker does.
+                if let Ok(v) = std::env::var(s) {
+                    m.insert(s.clone(), v);
+                }
+            }
+            None => return Err(Failure::usage(format!("error: {what} {s:?}: expected KEY=VALUE"))),
+        }
+    }
+    Ok(m)
+}
+
+/// The build context directory, and a temp dir that must live as long as the build.
+fn prepare_context(args: &BuildArgs, dockerfile_from_stdin: bool) -> Result<(PathBuf, Option<tempfile::TempDir>, Option<Vec<u8>>)> {
+    if args.context != "-" {
+        let p = PathBuf::from(&args.context);
+        if !p.is_dir() {
+            return Err(Failure::usage(format!("error: build context {:?} is not a directory", args.context)));
+        }
+        let p = std::fs::canonicalize(&p).map_err(|e| Failure::usage(format!("error: build context {}: {e}", args.context)))?;
+        return Ok((p, None, None));
+    }
+    if dockerfile_from_stdin {
+        return Err(Failure::usage("error: -f - and a context from - cannot both read standard input"));
+    }
+    use std::io::Read;
+    let mut data = Vec::new();
+    std::io::stdin().read_to_end(&mut data).map_err(|e| Failure::usage(format!("error: reading the context from stdin: {e}")))?;
+    let tmp = tempfile::tempdir().map_err(|e| Failure::build(format!("error: {e}")))?;
+    let is_tar = data.len() > 262 && &data[257..262] == b"ustar" || data.starts_with(&[0x1f, 0x8b]) || data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    if is_tar {
+        let mut reader = strata_executor::unpack::open_decompressed(&data[..]).map_err(|e| Failure::usage(format!("error: context from stdin: {e}")))?;
+        let mut plain = Vec::new();
+        reader.read_to_end(&mut plain).map_err(|e| Failure::usage(format!("error: context from stdin: {e}")))?;
+        let mut ar = tar::Archive::new(&plain[..]);
+        for entry in ar.entries().map_err(|e| Failure::usage(format!("error: context from stdin: {e}")))? {
+            let mut entry = entry.map_err(|e| Failure::usage(format!("error: context from stdin: {e}")))?;
+            // unpack_in refuses paths that leave the directory.
+            entry.unpack_in(tmp.path()).map_err(|e| Failure::usage(format!("error: context from stdin: {e}")))?;
+        }
+        Ok((tmp.path().to_path_buf(), Some(tmp), None))
+    } else {
+        // A Dockerfile alone, with an empty context.
+        Ok((tmp.path().to_path_buf(), Some(tmp), Some(data)))
+    }
+}
+
+fn store_root(cli: &Cli) -> PathBuf {
+    crate::store_root(cli)
+}
+
+pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
+    reject_unsupported(args)?;
+    let dockerfile_from_stdin = args.file.as_deref() == Some("-");
+    let (context_dir, _tmp_ctx, stdin_dockerfile) = prepare_context(args, dockerfile_from_stdin)?;
+
+    // The Dockerfile.
+    let (dockerfile_path, source) = if dockerfile_from_stdin {
+        use std::io::Read;
+        let mut s = Vec::new();
+        std::io::stdin().read_to_end(&mut s).map_err(|e| Failure::usage(format!("error: reading the Dockerfile from stdin: {e}")))?;
+        (PathBuf::from("Dockerfile"), s)
+    } else if let Some(d) = stdin_dockerfile {
+        (PathBuf::from("Dockerfile"), d)
+    } else {
+        let p = match &args.file {
+            Some(f) => PathBuf::from(f),
+            None => context_dir.join("Dockerfile"),
+        };
+        let bytes = std::fs::read(&p).map_err(|e| Failure::usage(format!("error: cannot read the Dockerfile {}: {e}", p.display())))?;
+        (p, bytes)
+    };
+    let source_text = String::from_utf8_lossy(&source).to_string();
+    let shown_path = dockerfile_path.clone();
+
+    let parsed = strata_frontend::parse(&source).map_err(|e| Failure::usage(dockerfile_error(&shown_path, &source_text, Some(e.start_line), e.column, &e.message)))?;
+    if let Some(syntax) = &parsed.directives.syntax {
+        let s = syntax.trim_start_matches("docker.io/");
+        if !(s.starts_with("docker/dockerfile:1") || s == "docker/dockerfile" || s.starts_with("docker/dockerfile:latest") || s.starts_with("docker/dockerfile@")) {
+            let line = parsed.directives.seen.iter().find(|(n, _, _)| n == "syntax").map(|(_, _, l)| *l);
+            return Err(Failure::usage(dockerfile_error(
+                &shown_path,
+                &source_text,
+                line,
+                None,
+                &format!("syntax {syntax:?}: strata does not run frontend images; it accepts docker/dockerfile:1 (its built-in frontend) — remove the directive or point it at docker/dockerfile:1"),
+            )));
+        }
+    }
+    for w in &parsed.warnings {
+        eprintln!("{}", dockerfile_warning(&shown_path, Some(w.line), &w.short));
+    }
+    let dockerfile = strata_frontend::instructions::parse_dockerfile(&parsed).map_err(|mut e| {
+        e.locate_column(&source_text);
+        Failure::usage(dockerfile_error(&shown_path, &source_text, Some(e.location.start_line), e.column, &e.message()))
+    })?;
+    for w in &dockerfile.warnings {
+        eprintln!("{}", dockerfile_warning(&shown_path, Some(w.location.start_line), &format!("{}: {}", w.rule.name(), w.message)));
+    }
+
+    let build_args = parse_kv(&args.build_args, "--build-arg")?;
+    match args.call.as_str() {
+        "outline" => {
+            let host = Platform::host().to_string();
+            let target_p = args.platform.first().cloned().unwrap_or_else(|| host.clone());
+            let mut o = strata_frontend::outline::OutlineOptions::for_platforms(&host, &target_p, args.target.as_deref());
+            o.build_args = build_args.clone();
+            let outline = strata_frontend::outline::outline(&dockerfile, &o).map_err(|e| Failure::usage(format!("error: {e}")))?;
+            print!("{}", outline.to_text());
+            return Ok(());
+        }
+        "targets" => {
+            print!("{}", strata_frontend::outline::targets(&dockerfile).to_text());
+            return Ok(());
+        }
+        "check" => {
+            let n = parsed.warnings.len() + dockerfile.warnings.len();
+            if n == 0 {
+                println!("Check complete, no warnings found.");
+                return Ok(());
+            }
+            return Err(Failure::build(format!("Check complete, {n} warning{} found.", if n == 1 { "" } else { "s" })));
+        }
+        _ => {}
+    }
+
+    // Platforms.
+    let host = Platform::host();
+    let target_platform = match args.platform.first() {
+        Some(p) => p.parse::<Platform>().map_err(|e| Failure::usage(format!("error: --platform: {e}")))?,
+        None => host.clone(),
+    };
+
+    // The store.
+    let root = store_root(cli);
+    std::fs::create_dir_all(&root).map_err(|e| Failure::build(format!("error: store {}: {e}", root.display())))?;
+    let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+
+    // Contexts.
+    let ignore_file = strata_frontend::dockerignore::ignore_file_for(&context_dir, &dockerfile_path);
+    let ignore_patterns = match &ignore_file {
+        Some(f) => read_ignore_file(&std::fs::read_to_string(f).unwrap_or_default()),
+        None => Vec::new(),
+    };
+    let patterns: PatternFactory = Arc::new(|pats: &[String]| -> std::result::Result<ExcludeFn, String> {
+        if pats.is_empty() {
+            return Ok(Arc::new(|_: &str, _: bool| false));
+        }
+        let m = PatternMatcher::new(pats).map_err(|e| format!("invalid exclude pattern: {e}"))?;
+        Ok(Arc::new(move |p: &str, _d: bool| m.matches_or_parent_matches(p).unwrap_or(false)))
+    });
+    let main_ignore = patterns(&ignore_patterns).map_err(|e| Failure::usage(format!("error: {}: {e}", ignore_file.map(|f| f.display().to_string()).unwrap_or_default())))?;
+    let mut contexts = HashMap::new();
+    contexts.insert(MAIN_CONTEXT.to_string(), LocalContext { dir: context_dir.clone(), ignore: main_ignore });
+    let mut named = BTreeMap::new();
+    for spec in &args.build_contexts {
+        let (name, value) = spec.split_once('=').ok_or_else(|| Failure::usage(format!("error: --build-context {spec:?}: expected NAME=VALUE")))?;
+        if value.starts_with("docker-image://") || value.starts_with("oci-layout://") {
+            named.insert(name.to_string(), NamedContext::Image(value.to_string()));
+        } else if value.contains("://") {
+            return Err(Failure::usage(format!("error: --build-context {spec}: only paths, docker-image:// and oci-layout:// are supported")));
+        } else {
+            let dir = std::fs::canonicalize(value).map_err(|e| Failure::usage(format!("error: --build-context {spec}: {e}")))?;
+            let local = format!("ctx:{name}");
+            contexts.insert(local.clone(), LocalContext { dir, ignore: Arc::new(|_: &str, _: bool| false) });
+            named.insert(name.to_string(), NamedContext::Local(local));
+        }
+    }
+
+    // Secrets and ssh.
+    let mut secrets = HashMap::new();
+    for s in &args.secrets {
+        let fields: BTreeMap<String, String> = s.split(',').filter_map(|f| f.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
+        let id = fields.get("id").cloned().ok_or_else(|| Failure::usage(format!("error: --secret {s:?}: id= is required")))?;
+        let source = if let Some(src) = fields.get("src").or_else(|| fields.get("source")) {
+            SecretSource::File(PathBuf::from(src))
+        } else if let Some(env) = fields.get("env") {
+            SecretSource::Env(env.clone())
+        } else if std::env::var_os(&id).is_some() {
+            SecretSource::Env(id.clone())
+        } else {
+            return Err(Failure::usage(format!("error: --secret {s:?}: give src=FILE or env=VAR")));
+        };
+        secrets.insert(id, source);
+    }
+    let mut ssh = HashMap::new();
+    for s in &args.ssh {
+        let (id, path) = match s.split_once('=') {
+            Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+            None => (s.clone(), std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from).ok_or_else(|| Failure::usage("error: --ssh default: SSH_AUTH_SOCK is not set"))?),
+        };
+        let is_socket = std::fs::metadata(&path).map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())).unwrap_or(false);
+        if !is_socket {
+            return Err(Failure::usage(format!("error: --ssh {s}: {} is not an agent socket (key files are not supported yet)", path.display())));
+        }
+        ssh.insert(id, path);
+    }
+
+    let network = match args.network.as_str() {
+        "default" | "host" => NetworkMode::Host,
+        "none" => NetworkMode::None,
+        other => return Err(Failure::usage(format!("error: --network={other}: expected default, host or none"))),
+    };
+    let epoch = crate::outputs::source_date_epoch(args, &build_args, &context_dir)?;
+    let created = Some(match epoch {
+        Some(e) => strata_oci::names::rfc3339(e),
+        None => strata_oci::names::now_rfc3339(),
+    });
+    let opts = LowerOptions {
+        build_args: build_args.clone(),
+        target: args.target.clone(),
+        target_platform: target_platform.clone(),
+        build_platform: host.clone(),
+        named_contexts: named,
+        main_context: MAIN_CONTEXT.to_string(),
+        labels: parse_kv(&args.labels, "--label")?,
+        network,
+        allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
+        extra_hosts: args.add_hosts.clone(),
+        created,
+    };
+
+    // Progress.
+    let mode = crate::progress::effective_mode(args.progress, args.quiet);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink = ProgressSink::new(tx);
+    let printer = tokio::spawn(crate::progress::print(mode, rx));
+
+    // Resolve base images and lower.
+    let reg_opts = strata_oci::registry::RegistryOptions::default();
+    let client = strata_oci::registry::RegistryClient::new(reg_opts).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let policy = match args.pull.as_deref() {
+        None | Some("missing") | Some("false") => PullPolicy::Missing,
+        Some("always") | Some("true") => PullPolicy::Always,
+        Some("never") => PullPolicy::Never,
+        Some(other) => return Err(Failure::usage(format!("error: --pull={other}: expected always, missing or never"))),
+    };
+    let mut resolver = Resolver::new(client.clone(), store.clone(), root.clone(), policy, sink.clone());
+    let lowered = match lower::lower(&dockerfile, &opts, &mut resolver) {
+        Ok(l) => l,
+        Err(e) => {
+            drop(resolver);
+            drop(sink);
+            let _ = printer.await;
+            let code = if e.message.contains("could not be found") || e.message.contains("circular") || e.message.contains("invalid stage") { 2 } else { 1 };
+            let text = dockerfile_error(&shown_path, &source_text, e.line, None, &e.message);
+            return Err(Failure { code, message: text });
+        }
+    };
+    drop(resolver);
+    for w in &lowered.warnings {
+        eprintln!("{}", dockerfile_warning(&shown_path, w.line, &w.message));
+    }
+    if let Some(fmt) = &args.print_graph {
+        drop(sink);
+        let _ = printer.await;
+        match fmt.as_str() {
+            "dot" => print!("{}", lowered.graph.to_dot(&[lowered.target])),
+            "json" => println!("{}", serde_json::to_string_pretty(&lowered.graph).unwrap_or_default()),
+            other => return Err(Failure::usage(format!("error: --print-graph={other}: expected dot or json"))),
+        }
+        return Ok(());
+    }
+
+    // Solve.
+    let runc = Runc::locate(cli.runtime.as_deref(), root.join("runc")).map_err(|e| Failure::build(format!("error: {e}")))?;
+    runc.clean_stale().await;
+    let worker = Arc::new(
+        LocalWorker::new(WorkerConfig { root: root.clone(), runc, contexts, secrets, ssh, patterns, hostname: "buildkitsandbox".into() })
+            .map_err(|e| Failure::build(format!("error: {e}")))?,
+    );
+    let cache = CacheIndex::open(&root).map_err(|e| Failure::build(format!("error: cache index: {e}")))?;
+    let solve_opts = SolveOptions {
+        jobs: cli.jobs.unwrap_or_else(|| SolveOptions::default().jobs),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+    };
+    let scheduler = Scheduler::new(worker.clone(), cache, solve_opts, sink.clone());
+    let cancel = scheduler.canceller();
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = cancel.send(true);
+        }
+    });
+    let graph = Arc::new(lowered.graph.clone());
+    let solved = scheduler.solve(graph, &[lowered.target]).await;
+    ctrl_c.abort();
+    worker.flush();
+    let solved = match solved {
+        Ok(s) => s,
+        Err(e) => {
+            drop(scheduler);
+            drop(sink);
+            let _ = printer.await;
+            return Err(Failure::build(format_solve_error(&e)));
+        }
+    };
+    let result = solved.get(&lowered.target).cloned().expect("target solved");
+
+    // Export.
+    let export = crate::outputs::export(crate::outputs::ExportRequest {
+        cli,
+        args,
+        store: &store,
+        worker: &worker,
+        layers: result.output.layers(),
+        config: lowered.config.clone(),
+        epoch,
+        progress: sink.clone(),
+    })
+    .await;
+    drop(scheduler);
+    drop(sink);
+    let summary = printer.await.unwrap_or_default();
+    let exported = export?;
+    if mode == crate::cli::ProgressMode::Quiet {
+        println!("{}", exported.config_digest);
+    } else if mode != crate::cli::ProgressMode::Rawjson {
+        eprintln!(
+            "Build complete in {:.1}s: {} step{} run, {} cached. Image {}",
+            summary.elapsed.as_secs_f64(),
+            summary.ran,
+            if summary.ran == 1 { "" } else { "s" },
+            summary.cached,
+            exported.manifest_digest
+        );
+    }
+    Ok(())
+}
+
+fn format_solve_error(e: &strata_solver::scheduler::SolveError) -> String {
+    match &e.error {
+        WorkerError::StepFailed { message, last_lines, .. } => {
+            let mut s = format!("ERROR: failed to solve: {}: {message}", e.step);
+            if !last_lines.is_empty() {
+                s.push_str("\n------\n");
+                for l in last_lines {
+                    s.push_str(&format!(" > {l}\n"));
+                }
+                s.push_str("------");
+            }
+            s
+        }
+        WorkerError::Cancelled => format!("ERROR: build cancelled ({})", e.step),
+        other => format!("ERROR: failed to solve: {}: {other}", e.step),
+    }
+}

@@ -1,0 +1,216 @@
+//! The command line: clap definitions only; the logic lives in the other modules.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "A daemonless, Dockerfile-compatible container image builder",
+    long_about = "strata builds container images from Dockerfiles, like `docker buildx build`, without a daemon: \
+                  same Dockerfile, same flags, an OCI image any tool runs — reproducible by default.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Store directory (default /var/lib/strata as root, $XDG_DATA_HOME/strata otherwise)
+    #[arg(long, global = true, env = "STRATA_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Steps run at the same time (default: number of CPUs)
+    #[arg(long, global = true, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Log level: error, warn, info, debug, trace
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+    /// Configuration file (default /etc/strata/strata.toml, ~/.config/strata/strata.toml)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The OCI runtime to run RUN steps with (default: runc on PATH)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub runtime: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile
+    Build(Box<BuildArgs>),
+    /// List images in the store
+    Images,
+    /// Give an image in the store another name
+    Tag { source: String, target: String },
+    /// Remove image names from the store
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Print an image's manifest and config as JSON
+    Inspect { name: String },
+    /// Push an image from the store to a registry
+    Push(PushArgs),
+    /// Write an image from the store to a file (OCI layout tar or docker archive)
+    Save {
+        name: String,
+        /// Output file
+        #[arg(short, long)]
+        output: PathBuf,
+        /// oci or docker
+        #[arg(long, default_value = "oci")]
+        format: String,
+    },
+    /// Load an OCI layout (dir or tar) or docker archive into the store
+    Load {
+        /// File or directory
+        input: PathBuf,
+        /// Name to give the image (default: the layout's tag)
+        #[arg(short, long)]
+        tag: Option<String>,
+    },
+    /// Log in to a registry (docker-compatible ~/.docker/config.json)
+    Login {
+        registry: String,
+        #[arg(short, long)]
+        username: Option<String>,
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log out from a registry
+    Logout { registry: String },
+    /// Show store and cache usage
+    Du,
+    /// Remove unreferenced blobs, snapshots and cache entries
+    Prune {
+        /// Also remove the build cache of images still named
+        #[arg(long)]
+        all: bool,
+        /// Keep at most this much (e.g. 10MB, 2GB)
+        #[arg(long, value_name = "SIZE")]
+        keep_storage: Option<String>,
+        /// until=DURATION: only what is older
+        #[arg(long)]
+        filter: Vec<String>,
+    },
+    /// Print shell completions
+    Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ProgressMode {
+    Auto,
+    Tty,
+    Plain,
+    Rawjson,
+    Quiet,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    pub name: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Blobs uploaded at the same time
+    #[arg(long, default_value_t = 4)]
+    pub push_jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context: a directory, or `-` for a tarball or a Dockerfile on stdin
+    #[arg(value_name = "PATH | URL | -")]
+    pub context: String,
+    /// Name of the Dockerfile (default: PATH/Dockerfile; `-` reads stdin)
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<String>,
+    /// Name and optionally a tag (name:tag)
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// Set build-time variables
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Additional build contexts (name=path|docker-image://ref|oci-layout://path)
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+    /// Target build stage
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target platform(s), comma separated
+    #[arg(long, value_delimiter = ',')]
+    pub platform: Vec<String>,
+    /// Do not use cache when building
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not cache the given stages
+    #[arg(long, value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Pull policy: always (re-resolve and re-download), missing, never; `--pull` alone means always
+    #[arg(long, num_args = 0..=1, default_missing_value = "always", value_name = "POLICY")]
+    pub pull: Option<String>,
+    /// Shorthand for --output=type=registry
+    #[arg(long)]
+    pub push: bool,
+    /// Shorthand for --output=type=docker (needs a reachable Docker daemon)
+    #[arg(long)]
+    pub load: bool,
+    /// Output destination (type=image|oci|docker|local|tar|registry,dest=...)
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// External cache sources (not supported yet)
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Cache export destinations (not supported yet)
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Secret to expose to the build (id=mysecret[,src=/local/secret|env=VAR])
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// SSH agent socket or keys to expose (default|<id>[=<socket>|<key>[,<key>]])
+    #[arg(long = "ssh", value_name = "SPEC")]
+    pub ssh: Vec<String>,
+    /// Network mode for RUN instructions (default, host, none)
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// Set metadata for an image
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Add annotation to the image
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Write the image ID to a file
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write build result metadata to a file
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Type of progress output
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Suppress the build output and print the image ID on success
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// What to do: build, outline, targets, check
+    #[arg(long, default_value = "build")]
+    pub call: String,
+    /// Print the lowered build graph (dot or json) instead of building
+    #[arg(long, value_name = "FORMAT")]
+    pub print_graph: Option<String>,
+    /// Allow extra privileged entitlements (security.insecure, network.host)
+    #[arg(long, value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Size of /dev/shm
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// Ulimit options
+    #[arg(long, value_name = "TYPE=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// Timestamp for reproducible output (seconds, or `git` for the last commit's time)
+    #[arg(long, value_name = "SECONDS|git")]
+    pub source_date_epoch: Option<String>,
+}

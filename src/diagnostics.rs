@@ -1,0 +1,28 @@
+//! Dockerfile errors and warnings as people read them: the file, line and column, the
+//! offending line with a caret, and what to do next.
+
+use std::path::Path;
+
+/// Format an error located in a Dockerfile.
+pub fn dockerfile_error(file: &Path, source: &str, line: Option<usize>, column: Option<usize>, message: &str) -> String {
+    let name = file.display();
+    let Some(line) = line.filter(|l| *l > 0) else {
+        return format!("error: {name}: {message}");
+    };
+    let col = column.unwrap_or(1);
+    let mut out = format!("error: {name}:{line}:{col}: {message}\n");
+    if let Some(text) = source.lines().nth(line - 1) {
+        let num = line.to_string();
+        out.push_str(&format!(" {num} | {text}\n"));
+        out.push_str(&format!(" {} | {}^", " ".repeat(num.len()), " ".repeat(col.saturating_sub(1))));
+    }
+    out
+}
+
+/// Format a warning located in a Dockerfile.
+pub fn dockerfile_warning(file: &Path, line: Option<usize>, message: &str) -> String {
+    match line {
+        Some(l) => format!("warning: {}:{l}: {message}", file.display()),
+        None => format!("warning: {message}"),
+    }
+}

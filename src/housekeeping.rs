@@ -1,0 +1,183 @@
+//! Store housekeeping: `images`, `tag`, `rm`, `inspect`, `load`, `login`/`logout`,
+//! `du`, `prune`.
+
+use std::path::Path;
+
+use strata_oci::image::Manifest;
+use strata_oci::names::ImageNames;
+use strata_oci::reference::Reference;
+use strata_oci::store::BlobStore;
+
+use crate::cli::Cli;
+use crate::{Failure, Result};
+
+fn full_name(name: &str) -> Result<String> {
+    Reference::parse(name).map(|r| r.to_string()).map_err(|e| Failure::usage(format!("error: {name}: {e}")))
+}
+
+fn open(cli: &Cli) -> Result<(ImageNames, BlobStore, std::path::PathBuf)> {
+    let root = crate::store_root(cli);
+    let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: store {}: {e}", root.display())))?;
+    let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    Ok((names, store, root))
+}
+
+fn image_size(_store: &BlobStore, manifest: &Manifest) -> u64 {
+    manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>()
+}
+
+pub fn images(cli: &Cli) -> Result<()> {
+    let (names, store, _) = open(cli)?;
+    println!("{:<50} {:<19} {:<14} {:>10}  CREATED", "NAME", "DIGEST", "PLATFORMS", "SIZE");
+    for n in names.list() {
+        let (platforms, size) = match store.read_blob(&n.descriptor.digest).ok().and_then(|b| serde_json::from_slice::<Manifest>(&b).ok()) {
+            Some(m) => (n.descriptor.platform.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".into()), image_size(&store, &m)),
+            None => ("-".into(), n.descriptor.size),
+        };
+        println!(
+            "{:<50} {:<19} {:<14} {:>10}  {}",
+            n.name,
+            &n.descriptor.digest.to_string()[..19],
+            platforms,
+            crate::progress::human_bytes(size),
+            n.created
+        );
+    }
+    Ok(())
+}
+
+pub fn tag(cli: &Cli, source: &str, target: &str) -> Result<()> {
+    let (names, _, root) = open(cli)?;
+    let src = full_name(source)?;
+    let img = names.get(&src).ok_or_else(|| Failure::build(format!("error: no image named {src} in {}", root.display())))?;
+    let dst = full_name(target)?;
+    names.set(&dst, &img.descriptor).map_err(|e| Failure::build(format!("error: {e}")))
+}
+
+pub fn rm(cli: &Cli, list: &[String]) -> Result<()> {
+    let (names, _, _) = open(cli)?;
+    let mut missing = Vec::new();
+    for n in list {
+        let full = full_name(n)?;
+        if names.remove(&full) {
+            println!("Untagged: {full}");
+        } else {
+            missing.push(full);
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::build(format!("error: no such image: {}", missing.join(", "))))
+    }
+}
+
+pub fn inspect(cli: &Cli, name: &str) -> Result<()> {
+    let (names, store, root) = open(cli)?;
+    let full = full_name(name)?;
+    let img = names.get(&full).ok_or_else(|| Failure::build(format!("error: no image named {full} in {}", root.display())))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&img.descriptor.digest).map_err(|e| Failure::build(format!("error: {e}")))?)
+        .map_err(|e| Failure::build(format!("error: {e}")))?;
+    let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().parse().map_err(|e| Failure::build(format!("error: {e}")))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(&config_digest).map_err(|e| Failure::build(format!("error: {e}")))?).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let out = serde_json::json!({"name": full, "descriptor": img.descriptor, "manifest": manifest, "config": config});
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+pub fn load(cli: &Cli, input: &Path, tag: Option<&str>) -> Result<()> {
+    let (names, store, _) = open(cli)?;
+    let layout = if input.is_dir() {
+        strata_oci::layout::OciLayout::open(input)
+    } else {
+        let f = std::fs::File::open(input).map_err(|e| Failure::usage(format!("error: {}: {e}", input.display())))?;
+        strata_oci::layout::OciLayout::open_tar(f, &store)
+    }
+    .map_err(|e| Failure::build(format!("error: {}: {e}", input.display())))?;
+    let tags = layout.tags();
+    let wanted = tags.first().cloned();
+    let desc = layout.resolve(wanted.as_deref()).map_err(|e| Failure::build(format!("error: {}: {e}", input.display())))?;
+    let img = layout
+        .import_image(&desc, &strata_oci::image::Platform::host(), &store)
+        .map_err(|e| Failure::build(format!("error: {}: {e}", input.display())))?;
+    let name = match tag {
+        Some(t) => full_name(t)?,
+        None => full_name(&format!("loaded:{}", wanted.unwrap_or_else(|| "latest".into())))?,
+    };
+    let mut d = strata_oci::image::Descriptor::new(img.manifest_media_type.clone(), img.manifest_digest.clone(), store.size(&img.manifest_digest).unwrap_or(0));
+    d.platform = Some(img.config.platform());
+    names.set(&name, &d).map_err(|e| Failure::build(format!("error: {e}")))?;
+    println!("Loaded image: {name}");
+    Ok(())
+}
+
+pub async fn login(cli: &Cli, registry: &str, user: Option<&str>, password: Option<&str>, password_stdin: bool) -> Result<()> {
+    let _ = cli;
+    let user = user.ok_or_else(|| Failure::usage("error: strata login: --username is required"))?;
+    let password = if password_stdin {
+        let mut s = String::new();
+        std::io::stdin().read_line(&mut s).map_err(|e| Failure::usage(format!("error: reading the password: {e}")))?;
+        s.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        password.ok_or_else(|| Failure::usage("error: strata login: give --password or --password-stdin"))?.to_string()
+    };
+    let client = strata_oci::registry::RegistryClient::new(Default::default()).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let cred = strata_oci::registry::Credential::basic(user, password.clone());
+    client.verify_login(registry, &cred).await.map_err(|e| Failure::build(format!("error: login to {registry}: {e}")))?;
+    let path = strata_oci::registry::login(None, registry, user, &password).map_err(|e| Failure::build(format!("error: {e}")))?;
+    println!("Login Succeeded (credentials saved in {})", path.display());
+    Ok(())
+}
+
+pub fn logout(registry: &str) -> Result<()> {
+    match strata_oci::registry::logout(None, registry).map_err(|e| Failure::build(format!("error: {e}")))? {
+        true => println!("Removed login credentials for {registry}"),
+        false => println!("Not logged in to {registry}"),
+    }
+    Ok(())
+}
+
+fn dir_size(p: &Path) -> (u64, u64) {
+    let mut bytes = 0;
+    let mut count = 0;
+    for e in walkdir_entries(p) {
+        if let Ok(m) = e.symlink_metadata() {
+            if m.is_file() {
+                bytes += m.len();
+                count += 1;
+            }
+        }
+    }
+    (bytes, count)
+}
+
+fn walkdir_entries(p: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let path = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out
+}
+
+pub fn du(cli: &Cli) -> Result<()> {
+    let root = crate::store_root(cli);
+    println!("{:<14} {:>12} {:>10}", "KIND", "SIZE", "ENTRIES");
+    for (kind, dir) in [("blobs", "blobs"), ("snapshots", "snapshots"), ("cache mounts", "cache-mounts"), ("cache index", "cache"), ("images", "images")] {
+        let (bytes, count) = dir_size(&root.join(dir));
+        println!("{:<14} {:>12} {:>10}", kind, crate::progress::human_bytes(bytes), count);
+    }
+    Ok(())
+}
+
+pub fn prune(_cli: &Cli, _all: bool, _keep: Option<&str>, _filter: &[String]) -> Result<()> {
+    Err(Failure::usage("error: strata prune is not supported yet: remove the --root directory to start afresh"))
+}

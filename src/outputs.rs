@@ -1,0 +1,245 @@
+//! What a build writes: the image (layers, config, manifest) into the store, then each
+//! `-o/--output` (buildx syntax): `type=image` (store names), `type=oci` (OCI layout,
+//! tar or directory), plus `--iidfile` and `--metadata-file`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use strata_executor::worker::{LayerSource, LocalWorker};
+use strata_exporter::image::{build_image, ExportOptions, LayerInput};
+use strata_exporter::layer::{Compression, LayerBlob};
+use strata_oci::digest::Digest;
+use strata_oci::image::{Descriptor, ImageConfig};
+use strata_oci::layout::LayoutWriter;
+use strata_oci::names::ImageNames;
+use strata_oci::reference::Reference;
+use strata_oci::store::BlobStore;
+use strata_solver::progress::{ProgressEvent, ProgressSink};
+use strata_solver::worker::LayerId;
+
+use crate::cli::{BuildArgs, Cli, PushArgs};
+use crate::{Failure, Result};
+
+/// `SOURCE_DATE_EPOCH` from `--source-date-epoch`, the build arg, or the environment.
+pub fn source_date_epoch(args: &BuildArgs, build_args: &BTreeMap<String, String>, context: &Path) -> Result<Option<i64>> {
+    let raw = args
+        .source_date_epoch
+        .clone()
+        .or_else(|| build_args.get("SOURCE_DATE_EPOCH").cloned())
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|s| !s.is_empty());
+    let Some(raw) = raw else { return Ok(None) };
+    if raw == "git" {
+        let out = std::process::Command::new("git")
+            .args(["log", "-1", "--format=%ct"])
+            .current_dir(context)
+            .output()
+            .map_err(|e| Failure::usage(format!("error: --source-date-epoch=git: cannot run git: {e}")))?;
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        return s
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| Failure::usage(format!("error: --source-date-epoch=git: {} has no git commit", context.display())));
+    }
+    raw.parse::<i64>().map(Some).map_err(|_| Failure::usage(format!("error: SOURCE_DATE_EPOCH={raw:?} is not a number of seconds")))
+}
+
+/// One parsed `-o` entry.
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    pub kind: String,
+    pub attrs: BTreeMap<String, String>,
+}
+
+pub fn parse_output(spec: &str) -> Result<OutputSpec> {
+    let mut attrs = BTreeMap::new();
+    let mut kind = None;
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or(("dest", field));
+        if k == "type" {
+            kind = Some(v.to_string());
+        } else {
+            attrs.insert(k.to_string(), v.to_string());
+        }
+    }
+    // `-o DIR` means type=local,dest=DIR; `-o -` a tar on stdout.
+    let kind = kind.unwrap_or_else(|| if attrs.get("dest").map(|d| d == "-").unwrap_or(false) { "tar".into() } else { "local".into() });
+    Ok(OutputSpec { kind, attrs })
+}
+
+pub struct ExportRequest<'a> {
+    pub cli: &'a Cli,
+    pub args: &'a BuildArgs,
+    pub store: &'a BlobStore,
+    pub worker: &'a LocalWorker,
+    pub layers: &'a [LayerId],
+    pub config: ImageConfig,
+    pub epoch: Option<i64>,
+    pub progress: ProgressSink,
+}
+
+pub struct Exported {
+    pub manifest_digest: Digest,
+    pub config_digest: Digest,
+}
+
+fn export_options(spec: Option<&OutputSpec>, epoch: Option<i64>, annotations: BTreeMap<String, String>) -> Result<ExportOptions> {
+    let mut o = ExportOptions { source_date_epoch: epoch, annotations, ..Default::default() };
+    let Some(spec) = spec else { return Ok(o) };
+    if spec.kind == "docker" {
+        o.oci_media_types = false;
+    }
+    let level = spec.attrs.get("compression-level").map(|l| l.parse::<i32>()).transpose().map_err(|_| Failure::usage("error: compression-level must be a number"))?;
+    match spec.attrs.get("compression").map(String::as_str) {
+        None | Some("gzip") => o.compression = Compression::Gzip { level: level.unwrap_or(6).clamp(0, 9) as u32 },
+        Some("zstd") => o.compression = Compression::Zstd { level: level.unwrap_or(3) },
+        Some("uncompressed") => o.compression = Compression::Uncompressed,
+        Some(other) => return Err(Failure::usage(format!("error: compression={other}: expected gzip, zstd or uncompressed"))),
+    }
+    if let Some(v) = spec.attrs.get("oci-mediatypes") {
+        o.oci_media_types = v == "true";
+    }
+    if let Some(v) = spec.attrs.get("force-compression") {
+        o.force_compression = v == "true";
+    }
+    for k in spec.attrs.keys() {
+        let known = ["dest", "tar", "name", "compression", "compression-level", "force-compression", "oci-mediatypes", "push", "annotation"];
+        if !known.contains(&k.as_str()) && !k.starts_with("annotation.") {
+            return Err(Failure::usage(format!("error: output type={}: unknown attribute {k:?}", spec.kind)));
+        }
+    }
+    Ok(o)
+}
+
+fn layer_inputs(worker: &LocalWorker, layers: &[LayerId]) -> Vec<LayerInput> {
+    let snaps = worker.snapshots();
+    layers
+        .iter()
+        .map(|l| {
+            let source = std::fs::read(snaps.meta_path(l, "source.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LayerSource>(&b).ok())
+                .map(|s| LayerBlob { digest: s.digest, diff_id: s.diff_id, size: s.size, media_type: s.media_type });
+            LayerInput { dir: snaps.layer_dir(l), meta_dir: snaps.root().join(&l.0), source }
+        })
+        .collect()
+}
+
+/// The tag part used in an OCI layout's ref.name annotation.
+fn layout_tag(tags: &[String]) -> Option<String> {
+    let t = tags.first()?;
+    Some(Reference::parse(t).ok().and_then(|r| r.tag).unwrap_or_else(|| "latest".into()))
+}
+
+pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
+    let args = req.args;
+    let mut specs: Vec<OutputSpec> = args.outputs.iter().map(|s| parse_output(s)).collect::<Result<_>>()?;
+    if args.push {
+        specs.push(OutputSpec { kind: "registry".into(), attrs: BTreeMap::new() });
+    }
+    for s in &specs {
+        match s.kind.as_str() {
+            "image" | "oci" => {}
+            "registry" => return Err(Failure::usage("error: pushing (--push, type=registry) is not supported yet: use -o type=oci,dest=FILE and skopeo copy")),
+            "docker" | "local" | "tar" => return Err(Failure::usage(format!("error: output type={} is not supported yet: use type=oci", s.kind))),
+            other => return Err(Failure::usage(format!("error: unknown output type {other:?} (image, oci, docker, local, tar, registry)"))),
+        }
+        if s.kind == "oci" && !s.attrs.contains_key("dest") {
+            return Err(Failure::usage("error: type=oci needs dest=FILE or dest=DIR"));
+        }
+    }
+    let mut annotations = BTreeMap::new();
+    for a in &args.annotations {
+        let (k, v) = a.split_once('=').ok_or_else(|| Failure::usage(format!("error: --annotation {a:?}: expected KEY=VALUE")))?;
+        annotations.insert(k.trim_start_matches("manifest:").to_string(), v.to_string());
+    }
+    let opts = export_options(specs.first(), req.epoch, annotations)?;
+    let inputs = layer_inputs(req.worker, req.layers);
+    let store = req.store.clone();
+    let config = req.config.clone();
+    let vertex = "export".to_string();
+    let name = "exporting to image".to_string();
+    req.progress.send(ProgressEvent::Started { vertex: vertex.clone(), name: name.clone() });
+    let started = std::time::Instant::now();
+    let built = tokio::task::spawn_blocking(move || build_image(&store, config, &inputs, &opts))
+        .await
+        .map_err(|e| Failure::build(format!("error: exporting: {e}")))?
+        .map_err(|e| Failure::build(format!("error: exporting the image: {e}")))?;
+    let root = crate::store_root(req.cli);
+    let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let wants_image = specs.is_empty() || specs.iter().any(|s| s.kind == "image");
+    if wants_image {
+        for t in &args.tags {
+            let full = Reference::parse(t).map_err(|e| Failure::usage(format!("error: -t {t}: {e}")))?.to_string();
+            names.set(&full, &built.manifest).map_err(|e| Failure::build(format!("error: naming {full}: {e}")))?;
+        }
+        if args.tags.is_empty() && specs.is_empty() {
+            eprintln!("warning: no output specified and no -t given: the result is only in the build cache");
+        }
+    }
+    for s in specs.iter().filter(|s| s.kind == "oci") {
+        let dest = s.attrs.get("dest").cloned().unwrap_or_default();
+        let mut desc = built.manifest.clone();
+        desc.platform = Some(built.config.platform());
+        if let Some(first) = args.tags.first() {
+            desc.annotations.insert("io.containerd.image.name".into(), Reference::parse(first).map(|r| r.to_string()).unwrap_or_else(|_| first.clone()));
+        }
+        let entries = vec![(desc, layout_tag(&args.tags).or_else(|| Some("latest".into())))];
+        let as_tar = s.attrs.get("tar").map(|v| v != "false").unwrap_or(true);
+        write_layout(req.store, &dest, as_tar, &entries)?;
+    }
+    req.progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, built.config_digest.to_string()).map_err(|e| Failure::build(format!("error: --iidfile {}: {e}", f.display())))?;
+    }
+    if let Some(f) = &args.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.digest": built.manifest.digest.to_string(),
+            "containerimage.config.digest": built.config_digest.to_string(),
+            "containerimage.descriptor": built.manifest,
+            "image.name": args.tags.join(","),
+        });
+        std::fs::write(f, serde_json::to_vec_pretty(&meta).unwrap_or_default()).map_err(|e| Failure::build(format!("error: --metadata-file {}: {e}", f.display())))?;
+    }
+    Ok(Exported { manifest_digest: built.manifest.digest, config_digest: built.config_digest })
+}
+
+fn write_layout(store: &BlobStore, dest: &str, as_tar: bool, entries: &[(Descriptor, Option<String>)]) -> Result<()> {
+    if !as_tar {
+        return LayoutWriter::write_dir(Path::new(dest), store, entries).map_err(|e| Failure::build(format!("error: writing the OCI layout {dest}: {e}")));
+    }
+    if dest == "-" {
+        let out = std::io::stdout().lock();
+        LayoutWriter::write_tar(std::io::BufWriter::new(out), store, entries).map_err(|e| Failure::build(format!("error: writing the OCI layout to stdout: {e}")))?;
+        return Ok(());
+    }
+    let path = PathBuf::from(dest);
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let file = std::fs::File::create(&tmp).map_err(|e| Failure::build(format!("error: {}: {e}", tmp.display())))?;
+    let res = LayoutWriter::write_tar(std::io::BufWriter::new(file), store, entries)
+        .map_err(|e| Failure::build(format!("error: writing the OCI layout {dest}: {e}")))
+        .and_then(|w| w.into_inner().map_err(|e| Failure::build(format!("error: {dest}: {e}"))))
+        .and_then(|f| f.sync_all().map_err(|e| Failure::build(format!("error: {dest}: {e}"))));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| Failure::build(format!("error: {dest}: {e}")))
+}
+
+pub async fn push_command(_cli: &Cli, p: &PushArgs) -> Result<()> {
+    Err(Failure::usage(format!("error: strata push {}: pushing is not supported yet; save with `strata save` and copy with skopeo", p.name)))
+}
+
+pub fn save_command(cli: &Cli, name: &str, output: &Path, format: &str) -> Result<()> {
+    if format != "oci" {
+        return Err(Failure::usage(format!("error: --format {format}: only oci is supported yet")));
+    }
+    let root = crate::store_root(cli);
+    let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let full = Reference::parse(name).map(|r| r.to_string()).unwrap_or_else(|_| name.to_string());
+    let img = names.get(&full).ok_or_else(|| Failure::build(format!("error: no image named {full} in {}", root.display())))?;
+    let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let tag = Reference::parse(name).ok().and_then(|r| r.tag).unwrap_or_else(|| "latest".into());
+    write_layout(&store, &output.to_string_lossy(), true, &[(img.descriptor, Some(tag))])
+}

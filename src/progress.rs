@@ -1,0 +1,123 @@
+//! Progress printers: `plain` (stable, greppable lines for CI logs, in BuildKit's
+//! style), `tty` (a live view of the running steps), `rawjson` (one JSON event per
+//! line) and `quiet`. All write to standard error; standard output is for results.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Instant;
+
+use strata_solver::progress::ProgressEvent;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::cli::ProgressMode;
+
+/// Resolve `auto` to what the terminal supports.
+pub fn effective_mode(mode: ProgressMode, quiet: bool) -> ProgressMode {
+    if quiet {
+        return ProgressMode::Quiet;
+    }
+    match mode {
+        ProgressMode::Auto => {
+            use std::io::IsTerminal;
+            if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() {
+                ProgressMode::Tty
+            } else {
+                ProgressMode::Plain
+            }
+        }
+        m => m,
+    }
+}
+
+/// Consume events until the channel closes; returns a summary of what ran.
+pub async fn print(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>) -> Summary {
+    let start = Instant::now();
+    let mut numbers: HashMap<String, usize> = HashMap::new();
+    let mut summary = Summary::default();
+    let mut tty = if mode == ProgressMode::Tty { Some(crate::tty::TtyView::new()) } else { None };
+    let stderr = std::io::stderr();
+    while let Some(ev) = rx.recv().await {
+        match &ev {
+            ProgressEvent::Cached { name, .. } if is_step(name) => summary.cached += 1,
+            ProgressEvent::Done { name, .. } if is_step(name) => summary.ran += 1,
+            ProgressEvent::Failed { name, .. } if is_step(name) => summary.failed += 1,
+            _ => {}
+        }
+        match mode {
+            ProgressMode::Quiet => {}
+            ProgressMode::Rawjson => {
+                let mut e = stderr.lock();
+                let _ = serde_json::to_writer(&mut e, &ev);
+                let _ = writeln!(e);
+            }
+            ProgressMode::Tty => {
+                if let Some(t) = tty.as_mut() {
+                    t.event(&ev);
+                }
+            }
+            _ => {
+                let next = numbers.len() + 1;
+                let vertex = vertex_of(&ev).to_string();
+                let n = *numbers.entry(vertex).or_insert(next);
+                let mut e = stderr.lock();
+                let _ = match &ev {
+                    ProgressEvent::Started { name, .. } => writeln!(e, "#{n} {name}"),
+                    ProgressEvent::Cached { name, .. } => writeln!(e, "#{n} {name}\n#{n} CACHED"),
+                    ProgressEvent::Log { line, .. } => writeln!(e, "#{n} {:.3} {line}", start.elapsed().as_secs_f64()),
+                    ProgressEvent::Done { elapsed, .. } => writeln!(e, "#{n} DONE {:.1}s", elapsed.as_secs_f64()),
+                    ProgressEvent::Failed { error, .. } => writeln!(e, "#{n} ERROR: {error}"),
+                    ProgressEvent::Transfer { name, current, total, .. } => match total {
+                        Some(t) => writeln!(e, "#{n} {name} {} / {}", human_bytes(*current), human_bytes(*t)),
+                        None => writeln!(e, "#{n} {name} {}", human_bytes(*current)),
+                    },
+                    ProgressEvent::Status { name, message, .. } => writeln!(e, "#{n} {name}: {message}"),
+                };
+            }
+        }
+    }
+    if let Some(t) = tty.as_mut() {
+        t.finish();
+    }
+    summary.elapsed = start.elapsed();
+    summary
+}
+
+/// Build steps (not image loads or the export) count in the summary.
+fn is_step(name: &str) -> bool {
+    name.starts_with('[') && !name.starts_with("[internal]")
+}
+
+fn vertex_of(ev: &ProgressEvent) -> &str {
+    match ev {
+        ProgressEvent::Started { vertex, .. }
+        | ProgressEvent::Cached { vertex, .. }
+        | ProgressEvent::Log { vertex, .. }
+        | ProgressEvent::Done { vertex, .. }
+        | ProgressEvent::Failed { vertex, .. }
+        | ProgressEvent::Transfer { vertex, .. }
+        | ProgressEvent::Status { vertex, .. } => vertex,
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub ran: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub elapsed: std::time::Duration,
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.2}{}", UNITS[u])
+    }
+}

@@ -1,0 +1,106 @@
+//! End-to-end builds through the strata binary: runc, overlayfs, the seed busybox
+//! image, OCI layout output read back by umoci.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn hello_example_builds_runs_and_caches() {
+    let Some(env) = test_env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("hello.tar");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello");
+    let ctx = busybox_context(&env);
+    let args = ["build", "--progress=plain", "--build-context", &ctx, "-t", "hello", "--output", &format!("type=oci,dest={}", out.display()), example];
+    let o = strata(root.path(), &args);
+    assert!(o.status.success(), "build failed: {}", text(&o));
+    let rootfs = umoci_unpack(&out, work.path(), "latest");
+    assert_eq!(std::fs::read_to_string(rootfs.join("app/greeting.txt")).unwrap(), "Hello from strata!\n");
+    let built_by = std::fs::read_to_string(rootfs.join("app/built-by")).unwrap();
+    assert!(built_by.starts_with("built by strata on "), "{built_by}");
+    // No trace of the sandbox's network files or mount points.
+    assert!(!rootfs.join("etc/resolv.conf").exists(), "resolv.conf leaked into the image");
+    assert!(!rootfs.join("proc").exists(), "/proc stub leaked into the image");
+
+    // A second identical build reruns nothing.
+    let o2 = strata(root.path(), &args);
+    assert!(o2.status.success(), "{}", text(&o2));
+    let log = text(&o2);
+    assert!(log.contains("CACHED"), "{log}");
+    assert!(!log.lines().any(|l| l.contains(" DONE ") && l.contains("RUN")), "something reran: {log}");
+    assert!(log.contains("0 steps run") || log.contains(" 0 step"), "{log}");
+}
+
+#[test]
+fn changing_one_context_file_reruns_only_its_readers() {
+    let Some(env) = test_env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let ctx_dir = tempfile::tempdir().unwrap();
+    std::fs::write(ctx_dir.path().join("Dockerfile"), "FROM busybox\nRUN echo base > /base\nCOPY a.txt /a.txt\nRUN cat /a.txt > /copy\nCOPY b.txt /b.txt\n").unwrap();
+    std::fs::write(ctx_dir.path().join("a.txt"), "a1").unwrap();
+    std::fs::write(ctx_dir.path().join("b.txt"), "b1").unwrap();
+    let ctx = busybox_context(&env);
+    let dir = ctx_dir.path().to_str().unwrap();
+    let args = ["build", "--progress=plain", "--build-context", &ctx, "-t", "t", "--build-arg", "UNUSED=1", dir];
+    let o = strata(root.path(), &args);
+    assert!(o.status.success(), "{}", text(&o));
+    // Changing b.txt reruns only COPY b.txt.
+    std::fs::write(ctx_dir.path().join("b.txt"), "b2").unwrap();
+    let o = strata(root.path(), &args);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("1 step run"), "expected exactly one step to run: {log}");
+    // An unused ARG changes nothing.
+    let args2 = ["build", "--progress=plain", "--build-context", &ctx, "-t", "t", "--build-arg", "UNUSED=2", dir];
+    let o = strata(root.path(), &args2);
+    let log = text(&o);
+    assert!(o.status.success() && log.contains("0 steps run"), "{log}");
+    // Same size and mtime, different content: still detected (ctime).
+    let p = ctx_dir.path().join("a.txt");
+    let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+    std::fs::write(&p, "a9").unwrap();
+    std::fs::File::options().write(true).open(&p).unwrap().set_modified(mtime).unwrap();
+    let o = strata(root.path(), &args2);
+    let log = text(&o);
+    assert!(o.status.success() && log.contains("2 steps run"), "{log}");
+}
+
+#[test]
+fn failing_run_exits_1_and_names_the_step() {
+    let Some(env) = test_env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let ctx_dir = tempfile::tempdir().unwrap();
+    std::fs::write(ctx_dir.path().join("Dockerfile"), "FROM busybox\nRUN echo about-to-fail && false\n").unwrap();
+    let ctx = busybox_context(&env);
+    let o = strata(root.path(), &["build", "--progress=plain", "--build-context", &ctx, ctx_dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let log = text(&o);
+    assert!(log.contains("RUN echo about-to-fail && false"), "{log}");
+    assert!(log.contains("exit code: 1"), "{log}");
+    assert!(log.contains("about-to-fail"), "last output lines shown: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn dockerfile_syntax_error_exits_2_with_line() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx_dir = tempfile::tempdir().unwrap();
+    std::fs::write(ctx_dir.path().join("Dockerfile"), "FROM busybox\nCOPY onlyone\n").unwrap();
+    let o = strata(root.path(), &["build", ctx_dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let log = text(&o);
+    assert!(log.contains(":2:"), "names the line: {log}");
+    assert!(log.contains("COPY requires at least two arguments"), "{log}");
+}
+
+#[test]
+fn unknown_flag_and_unsupported_flags_exit_2() {
+    let root = tempfile::tempdir().unwrap();
+    let o = strata(root.path(), &["build", "--no-such-flag", "."]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = strata(root.path(), &["build", "--cache-to", "type=local,dest=x", "."]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("not supported yet"), "{}", text(&o));
+}
