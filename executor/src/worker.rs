@@ -347,9 +347,12 @@ impl LocalWorker {
                 Some(c) => Some(crate::users::resolve_chown(&merged, &c.user, c.group.as_deref()).map_err(WorkerError::other)?),
                 None => None,
             };
-            let exclude = move |p: &str, d: bool| ignore(p, d) || extra(p, d);
-            let req = crate::copy::CopyRequest { src_root: &src_root, dest_root: &merged, op: &op2, owner, exclude: &exclude, source_is_context: is_context };
-            crate::copy::copy(&req).map(|_| ()).map_err(WorkerError::other)
+            // .dockerignore applies to context-relative paths; --exclude to paths relative
+            // to each source, as BuildKit matches them.
+            let ignore_fn = move |p: &str, d: bool| ignore(p, d);
+            let extra_fn = move |p: &str, d: bool| extra(p, d);
+            let req = crate::copy::CopyRequest { src_root: &src_root, dest_root: &merged, op: &op2, owner, exclude: &ignore_fn, source_is_context: is_context };
+            crate::copy::copy_with_source_excludes(&req, &extra_fn).map(|_| ()).map_err(WorkerError::other)
         })
         .await
         .map_err(WorkerError::other)?;
@@ -452,27 +455,20 @@ fn missing_ancestors(root: &Path, p: &str) -> Vec<String> {
     out
 }
 
-/// Remove the mount-point stubs runc created (empty files/dirs), and the parents that
-/// were created for them if they are empty now.
-fn remove_stubs(upper: &Path, stubs: &[(String, bool)], parents: &[String]) {
+/// Remove the file mount-point stubs runc created (empty regular files such as
+/// /etc/resolv.conf or a secret's target). Directory stubs (/proc, /dev, /sys, mount
+/// targets and their parents) stay, as the reference BuildKit leaves them.
+fn remove_stubs(upper: &Path, stubs: &[(String, bool)], _parents: &[String]) {
     for (p, existed) in stubs {
         if *existed {
             continue;
         }
         let path = upper.join(p.trim_start_matches('/'));
         if let Ok(m) = path.symlink_metadata() {
-            if m.is_dir() {
-                let _ = std::fs::remove_dir(&path);
-            } else if m.is_file() && m.len() == 0 {
+            if m.is_file() && m.len() == 0 {
                 let _ = std::fs::remove_file(&path);
             }
         }
-    }
-    let mut parents: Vec<&String> = parents.iter().collect();
-    parents.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    parents.dedup();
-    for p in parents {
-        let _ = std::fs::remove_dir(upper.join(p.trim_start_matches('/')));
     }
 }
 
@@ -486,7 +482,9 @@ impl Worker for LocalWorker {
                 if let Some(Output::Local(name)) = inputs.get(1).map(|s| &s.output) {
                     let ctx = self.context(name)?.clone();
                     let cache = self.stat_cache(name, &ctx.dir);
-                    let exclude = (self.cfg.patterns)(&c.exclude).map_err(WorkerError::Other)?;
+                    // --exclude is not applied here: hashing a superset of what is copied
+                    // can only cost a cache miss, never a stale hit.
+                    let exclude: ExcludeFn = Arc::new(|_, _| false);
                     let sources = c.sources.clone();
                     let key = tokio::task::spawn_blocking(move || selection_hash(&ctx, &cache, &sources, &exclude))
                         .await

@@ -355,7 +355,8 @@ impl<'a> Lowerer<'a> {
             let mut st = self.states.get(&d).cloned().ok_or_else(|| lerr(line, format!("stage {base} was not built")))?;
             st.args.clear();
             st.cmd_set = false;
-            return Ok((st, Vec::new()));
+            let triggers = st.config.config.on_build.take().unwrap_or_default();
+            return Ok((st, triggers));
         }
         let mut config = ImageConfig {
             architecture: platform.architecture.clone(),

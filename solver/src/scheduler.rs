@@ -154,7 +154,7 @@ impl<W: Worker> NodeRun<W> {
         }
         let content = self.worker.content_key(&node, &solved_inputs).await.map_err(&fail)?;
         let mut h = blake3::Hasher::new();
-        h.update(b"strata-cache-v1\0");
+        h.update(b"strata-cache-v2\0");
         h.update(&self.id.0);
         for i in &solved_inputs {
             h.update(&i.cache_key);

@@ -5,7 +5,8 @@
 //! This module owns [`copy`] (one [`CopyOp`]), [`resolve_chown`] and [`parse_chmod`].
 //! It reads and writes only through descriptors of the two roots: no path is ever
 //! joined onto a host path, and nothing outside either root is read or written, even
-//! through symlinks (see [`root`](self) resolution rules below).
+//! through symlinks: every path is resolved inside its root, one component at a time,
+//! with symlinks followed as if the root were `/`.
 //!
 //! # Semantics (BuildKit `solver/llbsolver/file/backend.go` + fsutil `copy/copy.go`)
 //!
@@ -55,9 +56,10 @@
 //!
 //! **ADD** ([`CopyOp::unpack_archives`]): a source that is a regular file holding a tar
 //! archive — plain, gzip, bzip2, xz or zstd, judged by content — is extracted into the
-//! destination (always a directory) instead of copied; see [`archive`](self) rules:
-//! the archive's owners (unless `--chown`), modes and times are kept, `--chmod` does not
-//! apply, and nothing is written outside the destination directory.
+//! destination (always a directory) instead of copied, with the destination
+//! directory as the archive's `/` (as moby's `chrootarchive` does): the archive's
+//! owners (unless `--chown`), modes and times are kept, `--chmod` does not apply, and
+//! nothing is written outside the destination directory.
 //!
 //! **COPY --parents**: a source `a/b/c.txt` lands at `<dest>/a/b/c.txt`; with a `/./`
 //! in the source (`./a/./b/c`) only the part after it is kept (`<dest>/b/c`). The part
@@ -110,7 +112,10 @@ use strata_solver::graph::CopyOp;
 
 use crate::chmod::{Chmod, ChmodError};
 use glob::{contains_wildcards, split_wildcards, PathPattern, SegmentPattern};
-use root::{clean, file_type, list_dir, rel_str, show, Comps, DirSpec, ResolveError, Resolved, Root, MAX_DEPTH};
+use root::{
+    clean, file_type, list_dir, rel_str, show, Comps, DirSpec, ResolveError, Resolved, Root,
+    MAX_DEPTH,
+};
 use tree::{times_of, Copier, Paths};
 
 pub use owner::resolve_chown;
@@ -188,7 +193,11 @@ pub enum CopyError {
     #[error("cannot replace directory {path} with a file")]
     DirectoryInTheWay { path: String },
     #[error("{side} path {path}: {component} is not a directory")]
-    NotADirectory { side: Side, path: String, component: String },
+    NotADirectory {
+        side: Side,
+        path: String,
+        component: String,
+    },
     #[error("{side} path {path}: too many levels of symbolic links")]
     TooManySymlinks { side: Side, path: String },
     #[error("{side} path {path} is too deep")]
@@ -196,7 +205,11 @@ pub enum CopyError {
     #[error("failed to stat {path}: the destination's parent directory does not exist")]
     DestParentMissing { path: String },
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: String, source: io::Error },
+    Io {
+        op: &'static str,
+        path: String,
+        source: io::Error,
+    },
     #[error(transparent)]
     Chmod(#[from] ChmodError),
     #[error("--chown: unknown user {user:?}: {reason}")]
@@ -206,7 +219,11 @@ pub enum CopyError {
     #[error("--chown: {path} of the destination {reason}")]
     UserDatabase { path: String, reason: String },
     #[error("ADD {archive}: entry {entry:?}: {reason}")]
-    ArchiveEntry { archive: String, entry: String, reason: String },
+    ArchiveEntry {
+        archive: String,
+        entry: String,
+        reason: String,
+    },
     #[error("ADD {archive}: reading the archive: {source}")]
     ArchiveRead { archive: String, source: io::Error },
 }
@@ -225,7 +242,10 @@ pub fn copy(req: &CopyRequest<'_>) -> Result<CopyStats, CopyError> {
 /// with paths relative to each copied source (`COPY --exclude=*.md docs /d` asks about
 /// `"a.md"`, not `"docs/a.md"`), as BuildKit matches `--exclude` patterns. The source
 /// named in the instruction itself is never asked about.
-pub fn copy_with_source_excludes(req: &CopyRequest<'_>, source_exclude: &dyn Fn(&str, bool) -> bool) -> Result<CopyStats, CopyError> {
+pub fn copy_with_source_excludes(
+    req: &CopyRequest<'_>,
+    source_exclude: &dyn Fn(&str, bool) -> bool,
+) -> Result<CopyStats, CopyError> {
     let op = req.op;
     let src = Root::open(req.src_root).map_err(|source| CopyError::Io {
         op: "opening the source root",
@@ -243,10 +263,23 @@ pub fn copy_with_source_excludes(req: &CopyRequest<'_>, source_exclude: &dyn Fn(
         (None, None) => None,
     };
     let chmod = op.chmod.as_deref().map(Chmod::parse).transpose()?;
-    let dir_spec = DirSpec { mode: chmod.as_ref().and_then(Chmod::octal).map(|m| m & 0o777).unwrap_or(0o755), owner };
-    let hidden = |real: &[Vec<u8>], is_dir: bool| !real.is_empty() && (req.exclude)(&rel_str(real), is_dir);
+    let dir_spec = DirSpec {
+        mode: chmod
+            .as_ref()
+            .and_then(Chmod::octal)
+            .map(|m| m & 0o777)
+            .unwrap_or(0o755),
+        owner,
+    };
+    let hidden =
+        |real: &[Vec<u8>], is_dir: bool| !real.is_empty() && (req.exclude)(&rel_str(real), is_dir);
 
-    let planner = Planner { src: &src, op, hidden: &hidden, source_exclude };
+    let planner = Planner {
+        src: &src,
+        op,
+        hidden: &hidden,
+        source_exclude,
+    };
     let mut plans: Vec<(usize, Plan)> = Vec::new();
     for (i, s) in op.sources.iter().enumerate() {
         if op.parents {
@@ -267,9 +300,15 @@ pub fn copy_with_source_excludes(req: &CopyRequest<'_>, source_exclude: &dyn Fn(
         || op.dest == "."
         || dest_comps.is_empty();
     if !op.parents && plans.len() > 1 && !dest_is_dir {
-        let existing_dir = dst.resolve(&dest_comps, true, None).map(|r| r.is_dir()).unwrap_or(false);
+        let existing_dir = dst
+            .resolve(&dest_comps, true, None)
+            .map(|r| r.is_dir())
+            .unwrap_or(false);
         if !existing_dir {
-            return Err(CopyError::MultipleSourcesNeedDirectory { dest: op.dest.clone(), count: plans.len() });
+            return Err(CopyError::MultipleSourcesNeedDirectory {
+                dest: op.dest.clone(),
+                count: plans.len(),
+            });
         }
     }
 
@@ -338,7 +377,10 @@ enum Plan {
     Item(Item),
     /// `--parents`: entries below `pivot` (paths relative to it) to copy with their
     /// parents.
-    Parents { pivot: Item, included: Vec<Comps> },
+    Parents {
+        pivot: Item,
+        included: Vec<Comps>,
+    },
 }
 
 fn resolve_err(side: Side, e: ResolveError) -> CopyError {
@@ -346,10 +388,19 @@ fn resolve_err(side: Side, e: ResolveError) -> CopyError {
         ResolveError::NotADirectory(p) => CopyError::NotADirectory {
             side,
             path: show(&p),
-            component: p.last().map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default(),
+            component: p
+                .last()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .unwrap_or_default(),
         },
-        ResolveError::TooManySymlinks => CopyError::TooManySymlinks { side, path: String::new() },
-        ResolveError::TooDeep => CopyError::PathTooDeep { side, path: String::new() },
+        ResolveError::TooManySymlinks => CopyError::TooManySymlinks {
+            side,
+            path: String::new(),
+        },
+        ResolveError::TooDeep => CopyError::PathTooDeep {
+            side,
+            path: String::new(),
+        },
         ResolveError::Io(p, e) => CopyError::Io {
             op: match side {
                 Side::Source => "resolving the source",
@@ -364,8 +415,16 @@ fn resolve_err(side: Side, e: ResolveError) -> CopyError {
 /// Attach the path being resolved to errors that lack one.
 fn with_path(e: CopyError, path: &str) -> CopyError {
     match e {
-        CopyError::TooManySymlinks { side, path: p } if p.is_empty() => CopyError::TooManySymlinks { side, path: path.to_string() },
-        CopyError::PathTooDeep { side, path: p } if p.is_empty() => CopyError::PathTooDeep { side, path: path.to_string() },
+        CopyError::TooManySymlinks { side, path: p } if p.is_empty() => {
+            CopyError::TooManySymlinks {
+                side,
+                path: path.to_string(),
+            }
+        }
+        CopyError::PathTooDeep { side, path: p } if p.is_empty() => CopyError::PathTooDeep {
+            side,
+            path: path.to_string(),
+        },
         e => e,
     }
 }
@@ -392,8 +451,15 @@ impl Planner<'_> {
         let (lit, wild) = split_wildcards(&comps);
         if wild.is_empty() {
             let r = self.resolve(&comps, self.op.follow_symlinks)?;
-            let Some(stat) = r.stat else { return Err(CopyError::NotFound { path: show(&comps) }) };
-            return Ok(vec![Item { shown: show(&comps), base: comps.last().cloned().unwrap_or_default(), real: r.real, stat }]);
+            let Some(stat) = r.stat else {
+                return Err(CopyError::NotFound { path: show(&comps) });
+            };
+            return Ok(vec![Item {
+                shown: show(&comps),
+                base: comps.last().cloned().unwrap_or_default(),
+                real: r.real,
+                stat,
+            }]);
         }
         let base = self.resolve(lit, self.op.follow_symlinks)?;
         if base.stat.is_none() {
@@ -410,7 +476,9 @@ impl Planner<'_> {
                 tracing::debug!(source, "wildcard matches nothing");
                 return Ok(Vec::new());
             }
-            return Err(CopyError::NoMatch { pattern: source.to_string() });
+            return Err(CopyError::NoMatch {
+                pattern: source.to_string(),
+            });
         }
         let mut items = Vec::with_capacity(matches.len());
         for rel in matches {
@@ -419,8 +487,15 @@ impl Planner<'_> {
             let mut named: Comps = lit.to_vec();
             named.extend(rel.iter().cloned());
             let r = self.resolve(&real, self.op.follow_symlinks)?;
-            let Some(stat) = r.stat else { return Err(CopyError::NotFound { path: show(&named) }) };
-            items.push(Item { shown: show(&named), base: rel.last().cloned().unwrap_or_default(), real: r.real, stat });
+            let Some(stat) = r.stat else {
+                return Err(CopyError::NotFound { path: show(&named) });
+            };
+            items.push(Item {
+                shown: show(&named),
+                base: rel.last().cloned().unwrap_or_default(),
+                real: r.real,
+                stat,
+            });
         }
         Ok(items)
     }
@@ -428,15 +503,29 @@ impl Planner<'_> {
     /// Entries below the real directory `dir` whose path relative to it (`rel`)
     /// matches `pats` segment by segment, in name order; matching directories are not
     /// descended.
-    fn glob_walk(&self, dir: &[Vec<u8>], pats: &[SegmentPattern], rel: &mut Comps, out: &mut Vec<Comps>) -> Result<(), CopyError> {
+    fn glob_walk(
+        &self,
+        dir: &[Vec<u8>],
+        pats: &[SegmentPattern],
+        rel: &mut Comps,
+        out: &mut Vec<Comps>,
+    ) -> Result<(), CopyError> {
         let depth = rel.len();
         let mut here: Comps = dir.to_vec();
         here.extend(rel.iter().cloned());
         let fd = self
             .src
             .open_real(&here, OFlags::RDONLY | OFlags::DIRECTORY)
-            .map_err(|e| CopyError::Io { op: "reading the source directory", path: show(&here), source: e.into() })?;
-        let names = list_dir(&fd).map_err(|e| CopyError::Io { op: "reading the source directory", path: show(&here), source: e.into() })?;
+            .map_err(|e| CopyError::Io {
+                op: "reading the source directory",
+                path: show(&here),
+                source: e.into(),
+            })?;
+        let names = list_dir(&fd).map_err(|e| CopyError::Io {
+            op: "reading the source directory",
+            path: show(&here),
+            source: e.into(),
+        })?;
         for name in names {
             if !pats[depth].matches(&name) {
                 continue;
@@ -444,7 +533,13 @@ impl Planner<'_> {
             let st = match rustix::fs::statat(&fd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::NOENT) => continue,
-                Err(e) => return Err(CopyError::Io { op: "inspecting the source", path: show(&here), source: e.into() }),
+                Err(e) => {
+                    return Err(CopyError::Io {
+                        op: "inspecting the source",
+                        path: show(&here),
+                        source: e.into(),
+                    })
+                }
             };
             let is_dir = file_type(&st) == FileType::Directory;
             here.push(name.clone());
@@ -471,7 +566,8 @@ impl Planner<'_> {
             None => ("/", source),
         };
         let pattern_comps = clean(pattern.as_bytes());
-        let required = !contains_wildcards(pivot.as_bytes()) && !contains_wildcards(pattern.as_bytes());
+        let required =
+            !contains_wildcards(pivot.as_bytes()) && !contains_wildcards(pattern.as_bytes());
         let matcher = PathPattern::new(&pattern_comps);
         let mut plans = Vec::new();
         let mut found = false;
@@ -495,30 +591,60 @@ impl Planner<'_> {
             full.extend(pattern_comps);
             return Err(CopyError::NotFound { path: show(&full) });
         }
-        if !required && !self.op.allow_empty_wildcard && plans.iter().all(|p| matches!(p, Plan::Parents { included, .. } if included.is_empty())) {
-            return Err(CopyError::NoMatch { pattern: source.to_string() });
+        if !required
+            && !self.op.allow_empty_wildcard
+            && plans
+                .iter()
+                .all(|p| matches!(p, Plan::Parents { included, .. } if included.is_empty()))
+        {
+            return Err(CopyError::NoMatch {
+                pattern: source.to_string(),
+            });
         }
         Ok(plans)
     }
 
     /// Paths below `pivot` that `matcher` includes, in name order; directories that
     /// cannot lead to a match are not descended.
-    fn collect(&self, pivot: &[Vec<u8>], matcher: &PathPattern, rel: &mut Comps, out: &mut Vec<Comps>) -> Result<(), CopyError> {
+    fn collect(
+        &self,
+        pivot: &[Vec<u8>],
+        matcher: &PathPattern,
+        rel: &mut Comps,
+        out: &mut Vec<Comps>,
+    ) -> Result<(), CopyError> {
         if rel.len() >= MAX_DEPTH {
-            return Err(CopyError::PathTooDeep { side: Side::Source, path: show(pivot) });
+            return Err(CopyError::PathTooDeep {
+                side: Side::Source,
+                path: show(pivot),
+            });
         }
         let mut here: Comps = pivot.to_vec();
         here.extend(rel.iter().cloned());
         let fd = self
             .src
             .open_real(&here, OFlags::RDONLY | OFlags::DIRECTORY)
-            .map_err(|e| CopyError::Io { op: "reading the source directory", path: show(&here), source: e.into() })?;
-        let names = list_dir(&fd).map_err(|e| CopyError::Io { op: "reading the source directory", path: show(&here), source: e.into() })?;
+            .map_err(|e| CopyError::Io {
+                op: "reading the source directory",
+                path: show(&here),
+                source: e.into(),
+            })?;
+        let names = list_dir(&fd).map_err(|e| CopyError::Io {
+            op: "reading the source directory",
+            path: show(&here),
+            source: e.into(),
+        })?;
         for name in names {
             let st = match rustix::fs::statat(&fd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::NOENT) => continue,
-                Err(e) => return Err(CopyError::Io { op: "inspecting the source", path: show(&here), source: e.into() }),
+                Err(e) => {
+                    return Err(CopyError::Io {
+                        op: "inspecting the source",
+                        path: show(&here),
+                        source: e.into(),
+                    })
+                }
             };
             let is_dir = file_type(&st) == FileType::Directory;
             here.push(name.clone());
@@ -564,45 +690,85 @@ impl Executor<'_> {
     fn ensure_dest_path(&self) -> Result<(), CopyError> {
         let parent = &self.dest_comps[..self.dest_comps.len().saturating_sub(1)];
         if !self.op.create_dest_path {
-            let r = self.copier.dst.resolve(parent, true, None).map_err(|e| self.dst_resolve_err(e))?;
+            let r = self
+                .copier
+                .dst
+                .resolve(parent, true, None)
+                .map_err(|e| self.dst_resolve_err(e))?;
             if r.stat.is_none() {
-                return Err(CopyError::DestParentMissing { path: self.op.dest.clone() });
+                return Err(CopyError::DestParentMissing {
+                    path: self.op.dest.clone(),
+                });
             }
         }
-        let ensure = if self.dest_is_dir { &self.dest_comps[..] } else { parent };
+        let ensure = if self.dest_is_dir {
+            &self.dest_comps[..]
+        } else {
+            parent
+        };
         self.mkdir_all(ensure)?;
         Ok(())
     }
 
     fn item(&mut self, item: &Item) -> Result<(), CopyError> {
         self.copier.stats.sources += 1;
-        if self.op.unpack_archives && file_type(&item.stat) == FileType::RegularFile && self.try_extract(item)? {
+        if self.op.unpack_archives
+            && file_type(&item.stat) == FileType::RegularFile
+            && self.try_extract(item)?
+        {
             return Ok(());
         }
         self.ensure_dest_path()?;
-        let dest = self.copier.dst.resolve(&self.dest_comps, true, None).map_err(|e| self.dst_resolve_err(e))?;
+        let dest = self
+            .copier
+            .dst
+            .resolve(&self.dest_comps, true, None)
+            .map_err(|e| self.dst_resolve_err(e))?;
         let dest_exists = dest.stat.is_some();
         let mut target = dest.real.clone();
         if !item.is_dir() && dest.is_dir() {
             target.push(item.base.clone());
         }
-        let mut p = Paths { src_real: item.real.clone(), rel_start: item.real.len(), dst_real: Vec::new() };
+        let mut p = Paths {
+            src_real: item.real.clone(),
+            rel_start: item.real.len(),
+            dst_real: Vec::new(),
+        };
 
         if item.is_dir() {
-            let create = if dest_exists { &target[..target.len().saturating_sub(1)] } else { &target[..] };
+            let create = if dest_exists {
+                &target[..target.len().saturating_sub(1)]
+            } else {
+                &target[..]
+            };
             self.mkdir_all(create)?;
             let ddir = match self.copier.dst.open_dir_nofollow(&target) {
                 Ok(fd) => fd,
-                Err(Errno::NOTDIR) | Err(Errno::LOOP) => return Err(CopyError::NotADirectoryTarget { path: show(&target) }),
-                Err(e) => return Err(CopyError::Io { op: "opening the destination directory", path: show(&target), source: e.into() }),
+                Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
+                    return Err(CopyError::NotADirectoryTarget {
+                        path: show(&target),
+                    })
+                }
+                Err(e) => {
+                    return Err(CopyError::Io {
+                        op: "opening the destination directory",
+                        path: show(&target),
+                        source: e.into(),
+                    })
+                }
             };
-            let sdir = self
-                .copier
-                .src
-                .open_dir_nofollow(&item.real)
-                .map_err(|e| CopyError::Io { op: "opening the source directory", path: item.shown.clone(), source: e.into() })?;
+            let sdir =
+                self.copier
+                    .src
+                    .open_dir_nofollow(&item.real)
+                    .map_err(|e| CopyError::Io {
+                        op: "opening the source directory",
+                        path: item.shown.clone(),
+                        source: e.into(),
+                    })?;
             p.dst_real = target.clone();
-            self.copier.copy_children(sdir.as_fd(), ddir.as_fd(), &mut p, target.len())?;
+            self.copier
+                .copy_children(sdir.as_fd(), ddir.as_fd(), &mut p, 0)?;
             // The top directory existed (or was just created): only its times change.
             self.set_dir_times(&target, &item.stat)?;
             return Ok(());
@@ -613,16 +779,23 @@ impl Executor<'_> {
         };
         let (parent_real, pfd) = self.mkdir_all(parent)?;
         let Some((sname, sparent)) = item.real.split_last() else {
-            return Err(CopyError::NotFound { path: item.shown.clone() });
+            return Err(CopyError::NotFound {
+                path: item.shown.clone(),
+            });
         };
         let sfd = self
             .copier
             .src
             .open_dir_nofollow(sparent)
-            .map_err(|e| CopyError::Io { op: "opening the source directory of", path: item.shown.clone(), source: e.into() })?;
+            .map_err(|e| CopyError::Io {
+                op: "opening the source directory of",
+                path: item.shown.clone(),
+                source: e.into(),
+            })?;
         p.dst_real = parent_real;
         p.dst_real.push(name.clone());
-        self.copier.copy_node(sfd.as_fd(), sname, &item.stat, pfd.as_fd(), name, &mut p, 0)
+        self.copier
+            .copy_node(sfd.as_fd(), sname, &item.stat, pfd.as_fd(), name, &mut p, 0)
     }
 
     /// ADD: extract `item` when it is an archive; `false` when it is not one.
@@ -631,21 +804,39 @@ impl Executor<'_> {
             .copier
             .src
             .open_real(&item.real, OFlags::RDONLY)
-            .map_err(|e| CopyError::Io { op: "opening", path: item.shown.clone(), source: e.into() })?;
+            .map_err(|e| CopyError::Io {
+                op: "opening",
+                path: item.shown.clone(),
+                source: e.into(),
+            })?;
         let mut file = std::fs::File::from(fd);
-        let is_archive = archive::is_archive(&mut file).map_err(|source| CopyError::Io { op: "reading", path: item.shown.clone(), source })?;
+        let is_archive = archive::is_archive(&mut file).map_err(|source| CopyError::Io {
+            op: "reading",
+            path: item.shown.clone(),
+            source,
+        })?;
         if !is_archive {
             return Ok(false);
         }
         // BuildKit creates the destination with 0755 and the --chown owner, whatever --chmod says.
-        let spec = DirSpec { mode: 0o755, owner: self.dir_spec.owner };
+        let spec = DirSpec {
+            mode: 0o755,
+            owner: self.dir_spec.owner,
+        };
         let (real, dfd) = self
             .copier
             .dst
             .mkdir_all(&self.dest_comps, spec)
             .map_err(|e| with_path(resolve_err(Side::Destination, e), &show(&self.dest_comps)))?;
         tracing::debug!(archive = %item.shown, dest = %show(&real), "extracting");
-        archive::extract(file, dfd, self.copier.owner, &item.shown, &show(&real), &mut self.copier.stats)?;
+        archive::extract(
+            file,
+            dfd,
+            self.copier.owner,
+            &item.shown,
+            &show(&real),
+            &mut self.copier.stats,
+        )?;
         Ok(true)
     }
 
@@ -653,19 +844,39 @@ impl Executor<'_> {
     fn parents(&mut self, pivot: &Item, included: &[Comps]) -> Result<(), CopyError> {
         self.copier.stats.sources += 1;
         self.ensure_dest_path()?;
-        let dest = self.copier.dst.resolve(&self.dest_comps, true, None).map_err(|e| self.dst_resolve_err(e))?;
+        let dest = self
+            .copier
+            .dst
+            .resolve(&self.dest_comps, true, None)
+            .map_err(|e| self.dst_resolve_err(e))?;
         let target = dest.real.clone();
-        let create = if dest.stat.is_some() { &target[..target.len().saturating_sub(1)] } else { &target[..] };
+        let create = if dest.stat.is_some() {
+            &target[..target.len().saturating_sub(1)]
+        } else {
+            &target[..]
+        };
         self.mkdir_all(create)?;
         match self.copier.dst.open_dir_nofollow(&target) {
             Ok(_) => {}
-            Err(Errno::NOTDIR) | Err(Errno::LOOP) => return Err(CopyError::NotADirectoryTarget { path: show(&target) }),
-            Err(e) => return Err(CopyError::Io { op: "opening the destination directory", path: show(&target), source: e.into() }),
+            Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
+                return Err(CopyError::NotADirectoryTarget {
+                    path: show(&target),
+                })
+            }
+            Err(e) => {
+                return Err(CopyError::Io {
+                    op: "opening the destination directory",
+                    path: show(&target),
+                    source: e.into(),
+                })
+            }
         }
 
         let mut ensured: HashSet<Comps> = HashSet::new();
         for rel in included {
-            let Some((name, rparent)) = rel.split_last() else { continue };
+            let Some((name, rparent)) = rel.split_last() else {
+                continue;
+            };
             for i in 1..rel.len() {
                 let prefix = &rel[..i];
                 if ensured.insert(prefix.to_vec()) {
@@ -680,29 +891,55 @@ impl Executor<'_> {
                 .copier
                 .src
                 .open_dir_nofollow(&sdir_real)
-                .map_err(|e| CopyError::Io { op: "opening the source directory", path: show(&sdir_real), source: e.into() })?;
+                .map_err(|e| CopyError::Io {
+                    op: "opening the source directory",
+                    path: show(&sdir_real),
+                    source: e.into(),
+                })?;
             let dfd = self
                 .copier
                 .dst
                 .open_dir_nofollow(&ddir_real)
-                .map_err(|e| CopyError::Io { op: "opening the destination directory", path: show(&ddir_real), source: e.into() })?;
+                .map_err(|e| CopyError::Io {
+                    op: "opening the destination directory",
+                    path: show(&ddir_real),
+                    source: e.into(),
+                })?;
             let st = match rustix::fs::statat(&sfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::NOENT) => continue,
-                Err(e) => return Err(CopyError::Io { op: "inspecting the source", path: show(&sdir_real), source: e.into() }),
+                Err(e) => {
+                    return Err(CopyError::Io {
+                        op: "inspecting the source",
+                        path: show(&sdir_real),
+                        source: e.into(),
+                    })
+                }
             };
-            let mut p = Paths { src_real: sdir_real, rel_start: pivot.real.len(), dst_real: ddir_real };
+            let mut p = Paths {
+                src_real: sdir_real,
+                rel_start: pivot.real.len(),
+                dst_real: ddir_real,
+            };
             p.src_real.push(name.clone());
             p.dst_real.push(name.clone());
-            self.copier.copy_node(sfd.as_fd(), name, &st, dfd.as_fd(), name, &mut p, rel.len())?;
+            self.copier
+                .copy_node(sfd.as_fd(), name, &st, dfd.as_fd(), name, &mut p, rel.len())?;
         }
         self.set_dir_times(&target, &pivot.stat)
     }
 
     /// A parent directory of a `--parents` entry: created with its source directory's
     /// metadata, or (existing) given its source directory's mode, as fsutil does.
-    fn ensure_parent(&mut self, pivot: &Item, prefix: &[Vec<u8>], target: &[Vec<u8>]) -> Result<(), CopyError> {
-        let Some((name, pparent)) = prefix.split_last() else { return Ok(()) };
+    fn ensure_parent(
+        &mut self,
+        pivot: &Item,
+        prefix: &[Vec<u8>],
+        target: &[Vec<u8>],
+    ) -> Result<(), CopyError> {
+        let Some((name, pparent)) = prefix.split_last() else {
+            return Ok(());
+        };
         let mut sdir_real = pivot.real.clone();
         sdir_real.extend(pparent.iter().cloned());
         let mut ddir_real = target.to_vec();
@@ -711,44 +948,101 @@ impl Executor<'_> {
             .copier
             .src
             .open_dir_nofollow(&sdir_real)
-            .map_err(|e| CopyError::Io { op: "opening the source directory", path: show(&sdir_real), source: e.into() })?;
+            .map_err(|e| CopyError::Io {
+                op: "opening the source directory",
+                path: show(&sdir_real),
+                source: e.into(),
+            })?;
         let dfd = self
             .copier
             .dst
             .open_dir_nofollow(&ddir_real)
-            .map_err(|e| CopyError::Io { op: "opening the destination directory", path: show(&ddir_real), source: e.into() })?;
-        let mut p = Paths { src_real: sdir_real, rel_start: pivot.real.len(), dst_real: ddir_real };
+            .map_err(|e| CopyError::Io {
+                op: "opening the destination directory",
+                path: show(&ddir_real),
+                source: e.into(),
+            })?;
+        let mut p = Paths {
+            src_real: sdir_real,
+            rel_start: pivot.real.len(),
+            dst_real: ddir_real,
+        };
         p.src_real.push(name.clone());
         p.dst_real.push(name.clone());
-        let st = rustix::fs::statat(&sfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| CopyError::Io { op: "inspecting the source", path: show(&p.src_real), source: e.into() })?;
+        let st =
+            rustix::fs::statat(&sfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+                CopyError::Io {
+                    op: "inspecting the source",
+                    path: show(&p.src_real),
+                    source: e.into(),
+                }
+            })?;
         match rustix::fs::statat(&dfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => {
-                rustix::fs::mkdirat(&dfd, name.as_slice(), Mode::from_raw_mode(0o700))
-                    .map_err(|e| CopyError::Io { op: "creating the directory", path: show(&p.dst_real), source: e.into() })?;
-                self.copier.apply_meta(sfd.as_fd(), name, &st, dfd.as_fd(), name, &p)?;
+                rustix::fs::mkdirat(&dfd, name.as_slice(), Mode::from_raw_mode(0o700)).map_err(
+                    |e| CopyError::Io {
+                        op: "creating the directory",
+                        path: show(&p.dst_real),
+                        source: e.into(),
+                    },
+                )?;
+                self.copier
+                    .apply_meta(sfd.as_fd(), name, &st, dfd.as_fd(), name, &p)?;
                 self.copier.stats.dirs += 1;
             }
             Ok(d) if file_type(&d) == FileType::Directory => {
-                rustix::fs::chmodat(&dfd, name.as_slice(), Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())
-                    .map_err(|e| CopyError::Io { op: "changing the mode of", path: show(&p.dst_real), source: e.into() })?;
+                rustix::fs::chmodat(
+                    &dfd,
+                    name.as_slice(),
+                    Mode::from_raw_mode(st.st_mode & 0o7777),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| CopyError::Io {
+                    op: "changing the mode of",
+                    path: show(&p.dst_real),
+                    source: e.into(),
+                })?;
             }
-            Ok(_) => return Err(CopyError::NotADirectoryTarget { path: show(&p.dst_real) }),
-            Err(e) => return Err(CopyError::Io { op: "inspecting", path: show(&p.dst_real), source: e.into() }),
+            Ok(_) => {
+                return Err(CopyError::NotADirectoryTarget {
+                    path: show(&p.dst_real),
+                })
+            }
+            Err(e) => {
+                return Err(CopyError::Io {
+                    op: "inspecting",
+                    path: show(&p.dst_real),
+                    source: e.into(),
+                })
+            }
         }
         Ok(())
     }
 
     /// Set the times of the destination directory `real` from `st`.
     fn set_dir_times(&self, real: &[Vec<u8>], st: &Stat) -> Result<(), CopyError> {
-        let err = |e: Errno| CopyError::Io { op: "setting the times of", path: show(real), source: e.into() };
+        let err = |e: Errno| CopyError::Io {
+            op: "setting the times of",
+            path: show(real),
+            source: e.into(),
+        };
         match real.split_last() {
             Some((name, parent)) => {
                 let pfd = self.copier.dst.open_dir_nofollow(parent).map_err(err)?;
-                rustix::fs::utimensat(&pfd, name.as_slice(), &times_of(st), AtFlags::SYMLINK_NOFOLLOW).map_err(err)
+                rustix::fs::utimensat(
+                    &pfd,
+                    name.as_slice(),
+                    &times_of(st),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(err)
             }
             None => {
-                let fd = self.copier.dst.open_real(&[], OFlags::RDONLY).map_err(err)?;
+                let fd = self
+                    .copier
+                    .dst
+                    .open_real(&[], OFlags::RDONLY)
+                    .map_err(err)?;
                 rustix::fs::futimens(&fd, &times_of(st)).map_err(err)
             }
         }

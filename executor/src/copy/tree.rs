@@ -50,27 +50,52 @@ pub(super) struct Copier<'a> {
 
 pub(super) fn times_of(st: &Stat) -> Timestamps {
     Timestamps {
-        last_access: Timespec { tv_sec: st.st_atime as _, tv_nsec: st.st_atime_nsec as _ },
-        last_modification: Timespec { tv_sec: st.st_mtime as _, tv_nsec: st.st_mtime_nsec as _ },
+        last_access: Timespec {
+            tv_sec: st.st_atime as _,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime as _,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
     }
 }
 
 impl Copier<'_> {
     fn src_io(&self, op: &'static str, p: &Paths) -> impl Fn(Errno) -> CopyError {
         let path = show(&p.src_real);
-        move |e| CopyError::Io { op, path: format!("{path} (source)"), source: e.into() }
+        move |e| CopyError::Io {
+            op,
+            path: format!("{path} (source)"),
+            source: e.into(),
+        }
     }
 
     fn dst_io(&self, op: &'static str, p: &Paths) -> impl Fn(Errno) -> CopyError {
         let path = show(&p.dst_real);
-        move |e| CopyError::Io { op, path: path.clone(), source: e.into() }
+        move |e| CopyError::Io {
+            op,
+            path: path.clone(),
+            source: e.into(),
+        }
     }
 
     /// Copy the children of the source directory `src_dir` (open for reading) into the
     /// destination directory `dst_dir`, in name order, skipping excluded ones.
-    pub fn copy_children(&mut self, src_dir: BorrowedFd<'_>, dst_dir: BorrowedFd<'_>, p: &mut Paths, depth: usize) -> Result<(), CopyError> {
-        let dir = rustix::fs::openat(src_dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(self.src_io("opening the directory", p))?;
+    pub fn copy_children(
+        &mut self,
+        src_dir: BorrowedFd<'_>,
+        dst_dir: BorrowedFd<'_>,
+        p: &mut Paths,
+        depth: usize,
+    ) -> Result<(), CopyError> {
+        let dir = rustix::fs::openat(
+            src_dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(self.src_io("opening the directory", p))?;
         let names = list_dir(&dir).map_err(self.src_io("reading the directory", p))?;
         for name in names {
             let st = match rustix::fs::statat(src_dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -113,7 +138,10 @@ impl Copier<'_> {
         depth: usize,
     ) -> Result<(), CopyError> {
         if depth > MAX_DEPTH {
-            return Err(CopyError::PathTooDeep { side: Side::Source, path: show(&p.src_real) });
+            return Err(CopyError::PathTooDeep {
+                side: Side::Source,
+                path: show(&p.src_real),
+            });
         }
         let ft = file_type(st);
         let existing = match rustix::fs::statat(dst_parent, dst_name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -127,12 +155,26 @@ impl Copier<'_> {
                 None => rustix::fs::mkdirat(dst_parent, dst_name, Mode::from_raw_mode(0o700))
                     .map_err(self.dst_io("creating the directory", p))?,
                 Some(FileType::Directory) => {}
-                Some(_) => return Err(CopyError::NotADirectoryTarget { path: show(&p.dst_real) }),
+                Some(_) => {
+                    return Err(CopyError::NotADirectoryTarget {
+                        path: show(&p.dst_real),
+                    })
+                }
             }
-            let sdir = rustix::fs::openat(src_parent, src_name, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                .map_err(self.src_io("opening the directory", p))?;
-            let ddir = rustix::fs::openat(dst_parent, dst_name, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                .map_err(self.dst_io("opening the directory", p))?;
+            let sdir = rustix::fs::openat(
+                src_parent,
+                src_name,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(self.src_io("opening the directory", p))?;
+            let ddir = rustix::fs::openat(
+                dst_parent,
+                dst_name,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(self.dst_io("opening the directory", p))?;
             self.copy_children(sdir.as_fd(), ddir.as_fd(), p, depth)?;
             self.apply_meta(src_parent, src_name, st, dst_parent, dst_name, p)?;
             self.stats.dirs += 1;
@@ -141,12 +183,18 @@ impl Copier<'_> {
 
         match existing {
             None => {}
-            Some(FileType::Directory) => return Err(CopyError::DirectoryInTheWay { path: show(&p.dst_real) }),
-            Some(_) => rustix::fs::unlinkat(dst_parent, dst_name, AtFlags::empty()).map_err(self.dst_io("replacing", p))?,
+            Some(FileType::Directory) => {
+                return Err(CopyError::DirectoryInTheWay {
+                    path: show(&p.dst_real),
+                })
+            }
+            Some(_) => rustix::fs::unlinkat(dst_parent, dst_name, AtFlags::empty())
+                .map_err(self.dst_io("replacing", p))?,
         }
 
         match ft {
             FileType::RegularFile => {
+                #[allow(clippy::unnecessary_cast)] // not u64 on every target
                 let key = (st.st_dev as u64, st.st_ino as u64);
                 let linked = if st.st_nlink > 1 {
                     match self.links.get(&key).cloned() {
@@ -165,34 +213,66 @@ impl Copier<'_> {
                 }
             }
             FileType::Symlink => {
-                let target = rustix::fs::readlinkat(src_parent, src_name, Vec::new()).map_err(self.src_io("reading the symlink", p))?;
-                rustix::fs::symlinkat(target.as_c_str(), dst_parent, dst_name).map_err(self.dst_io("creating the symlink", p))?;
+                let target = rustix::fs::readlinkat(src_parent, src_name, Vec::new())
+                    .map_err(self.src_io("reading the symlink", p))?;
+                rustix::fs::symlinkat(target.as_c_str(), dst_parent, dst_name)
+                    .map_err(self.dst_io("creating the symlink", p))?;
                 self.stats.symlinks += 1;
             }
-            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket => {
-                rustix::fs::mknodat(dst_parent, dst_name, ft, Mode::from_raw_mode(0o600), st.st_rdev as _)
-                    .map_err(self.dst_io("creating the special file", p))?;
+            FileType::CharacterDevice
+            | FileType::BlockDevice
+            | FileType::Fifo
+            | FileType::Socket => {
+                rustix::fs::mknodat(
+                    dst_parent,
+                    dst_name,
+                    ft,
+                    Mode::from_raw_mode(0o600),
+                    st.st_rdev as _,
+                )
+                .map_err(self.dst_io("creating the special file", p))?;
                 self.stats.special += 1;
             }
-            _ => return Err(CopyError::Io {
-                op: "copying",
-                path: format!("{} (source)", show(&p.src_real)),
-                source: io::Error::other("unsupported file type"),
-            }),
+            _ => {
+                return Err(CopyError::Io {
+                    op: "copying",
+                    path: format!("{} (source)", show(&p.src_real)),
+                    source: io::Error::other("unsupported file type"),
+                })
+            }
         }
         self.apply_meta(src_parent, src_name, st, dst_parent, dst_name, p)
     }
 
     /// Hard link `dst_name` to the earlier copy at `first`. `false` when that copy is
     /// gone (then the file is copied again).
-    fn link_to(&mut self, first: &[Vec<u8>], dst_parent: BorrowedFd<'_>, dst_name: &[u8], p: &Paths) -> Result<bool, CopyError> {
-        let Some((fname, fparent)) = first.split_last() else { return Ok(false) };
+    fn link_to(
+        &mut self,
+        first: &[Vec<u8>],
+        dst_parent: BorrowedFd<'_>,
+        dst_name: &[u8],
+        p: &Paths,
+    ) -> Result<bool, CopyError> {
+        let Some((fname, fparent)) = first.split_last() else {
+            return Ok(false);
+        };
         let fdir = match self.dst.open_dir_nofollow(fparent) {
             Ok(fd) => fd,
             Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => return Ok(false),
-            Err(e) => return Err(self.dst_io("opening the directory of a hard link target for", p)(e)),
+            Err(e) => {
+                return Err(self
+                    .dst_io("opening the directory of a hard link target for", p)(
+                    e
+                ))
+            }
         };
-        match rustix::fs::linkat(&fdir, fname.as_slice(), dst_parent, dst_name, AtFlags::empty()) {
+        match rustix::fs::linkat(
+            &fdir,
+            fname.as_slice(),
+            dst_parent,
+            dst_name,
+            AtFlags::empty(),
+        ) {
             Ok(()) => {
                 self.stats.hardlinks += 1;
                 Ok(true)
@@ -202,9 +282,21 @@ impl Copier<'_> {
         }
     }
 
-    fn copy_file(&mut self, src_parent: BorrowedFd<'_>, src_name: &[u8], dst_parent: BorrowedFd<'_>, dst_name: &[u8], p: &Paths) -> Result<(), CopyError> {
-        let sfd = rustix::fs::openat(src_parent, src_name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .map_err(self.src_io("opening", p))?;
+    fn copy_file(
+        &mut self,
+        src_parent: BorrowedFd<'_>,
+        src_name: &[u8],
+        dst_parent: BorrowedFd<'_>,
+        dst_name: &[u8],
+        p: &Paths,
+    ) -> Result<(), CopyError> {
+        let sfd = rustix::fs::openat(
+            src_parent,
+            src_name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(self.src_io("opening", p))?;
         let dfd = rustix::fs::openat(
             dst_parent,
             dst_name,
@@ -240,8 +332,14 @@ impl Copier<'_> {
             None if self.context_owner => (0, 0),
             None => (st.st_uid, st.st_gid),
         };
-        rustix::fs::chownat(dst_parent, dst_name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(self.dst_io("changing the owner of", p))?;
+        rustix::fs::chownat(
+            dst_parent,
+            dst_name,
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(self.dst_io("changing the owner of", p))?;
         if ft != FileType::Symlink {
             let base = st.st_mode & 0o7777;
             let mode = match self.chmod {
@@ -249,17 +347,35 @@ impl Copier<'_> {
                 None => base,
             };
             // Not a symlink: we just created or checked it.
-            rustix::fs::chmodat(dst_parent, dst_name, Mode::from_raw_mode(mode), AtFlags::empty())
-                .map_err(self.dst_io("changing the mode of", p))?;
+            rustix::fs::chmodat(
+                dst_parent,
+                dst_name,
+                Mode::from_raw_mode(mode),
+                AtFlags::empty(),
+            )
+            .map_err(self.dst_io("changing the mode of", p))?;
         }
-        rustix::fs::utimensat(dst_parent, dst_name, &times_of(st), AtFlags::SYMLINK_NOFOLLOW).map_err(self.dst_io("setting the times of", p))?;
+        rustix::fs::utimensat(
+            dst_parent,
+            dst_name,
+            &times_of(st),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(self.dst_io("setting the times of", p))?;
         self.copy_xattrs(src_parent, src_name, dst_parent, dst_name, p);
         Ok(())
     }
 
     /// Copy every extended attribute but overlayfs's own. Failures are logged and
     /// counted, never fatal (BuildKit's copy ignores them too).
-    fn copy_xattrs(&mut self, src_parent: BorrowedFd<'_>, src_name: &[u8], dst_parent: BorrowedFd<'_>, dst_name: &[u8], p: &Paths) {
+    fn copy_xattrs(
+        &mut self,
+        src_parent: BorrowedFd<'_>,
+        src_name: &[u8],
+        dst_parent: BorrowedFd<'_>,
+        dst_name: &[u8],
+        p: &Paths,
+    ) {
         let proc_path = |fd: BorrowedFd<'_>, name: &[u8]| {
             let mut v = format!("/proc/self/fd/{}/", fd.as_raw_fd()).into_bytes();
             v.extend_from_slice(name);
