@@ -146,15 +146,19 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let parsed = strata_frontend::parse(&source).map_err(|e| Failure::usage(dockerfile_error(&shown_path, &source_text, Some(e.start_line), e.column, &e.message)))?;
     if let Some(syntax) = &parsed.directives.syntax {
         let s = syntax.trim_start_matches("docker.io/");
-        if !(s.starts_with("docker/dockerfile:1") || s == "docker/dockerfile" || s.starts_with("docker/dockerfile:latest") || s.starts_with("docker/dockerfile@")) {
-            let line = parsed.directives.seen.iter().find(|(n, _, _)| n == "syntax").map(|(_, _, l)| *l);
-            return Err(Failure::usage(dockerfile_error(
-                &shown_path,
-                &source_text,
-                line,
-                None,
-                &format!("syntax {syntax:?}: strata does not run frontend images; it accepts docker/dockerfile:1 (its built-in frontend) — remove the directive or point it at docker/dockerfile:1"),
-            )));
+        let builtin = s == "docker/dockerfile" || s.starts_with("docker/dockerfile:") || s.starts_with("docker/dockerfile@");
+        let upstream = s.starts_with("docker/dockerfile-upstream");
+        let line = parsed.directives.seen.iter().find(|(n, _, _)| n == "syntax").map(|(_, _, l)| *l);
+        if upstream {
+            eprintln!("{}", dockerfile_warning(&shown_path, line, &format!("syntax {syntax:?}: using strata's built-in Dockerfile frontend instead")));
+        } else if !builtin {
+            let message = format!(
+                "syntax {syntax:?}: strata does not run frontend images; it accepts docker/dockerfile:1 (its built-in frontend) — remove the directive or point it at docker/dockerfile:1"
+            );
+            if args.call == "build" {
+                return Err(Failure::usage(dockerfile_error(&shown_path, &source_text, line, None, &message)));
+            }
+            eprintln!("{}", dockerfile_warning(&shown_path, line, &message));
         }
     }
     for w in &parsed.warnings {
