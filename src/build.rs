@@ -209,6 +209,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let root = store_root(cli);
     std::fs::create_dir_all(&root).map_err(|e| Failure::build(format!("error: store {}: {e}", root.display())))?;
     let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let _prune_guard = crate::prune::shared_lock(&root).map_err(|e| Failure::build(format!("error: locking the store: {e}")))?;
 
     // Contexts.
     let ignore_file = strata_frontend::dockerignore::ignore_file_for(&context_dir, &dockerfile_path);

@@ -178,6 +178,6 @@ pub fn du(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-pub fn prune(_cli: &Cli, _all: bool, _keep: Option<&str>, _filter: &[String]) -> Result<()> {
-    Err(Failure::usage("error: strata prune is not supported yet: remove the --root directory to start afresh"))
+pub fn prune(cli: &Cli, all: bool, keep: Option<&str>, filter: &[String]) -> Result<()> {
+    crate::prune::run(cli, all, keep, filter)
 }

@@ -2,7 +2,8 @@
 //!
 //! `cli` holds the clap definitions; `build` runs a build from flags to outputs;
 //! `resolve` brings base images in; `outputs` writes results; `housekeeping` is
-//! images/tag/rm/inspect/du/prune; `progress` and `tty` print what happens.
+//! images/tag/rm/inspect/du; `prune` sweeps the store; `progress` and `tty` print
+//! what happens.
 
 mod build;
 mod cli;
@@ -10,6 +11,7 @@ mod diagnostics;
 mod housekeeping;
 mod outputs;
 mod progress;
+mod prune;
 mod resolve;
 mod tty;
 
@@ -93,7 +95,8 @@ async fn dispatch(cli: &cli::Cli) -> Result<()> {
 /// The store directory: `--root`, else /var/lib/strata as root, else $XDG_DATA_HOME/strata.
 pub fn store_root(cli: &cli::Cli) -> std::path::PathBuf {
     if let Some(r) = &cli.root {
-        return r.clone();
+        // Absolute, so runc bundles and mounts never depend on the working directory.
+        return std::path::absolute(r).unwrap_or_else(|_| r.clone());
     }
     if rustix::process::geteuid().is_root() {
         return "/var/lib/strata".into();

@@ -139,13 +139,20 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     }
     for s in &specs {
         match s.kind.as_str() {
-            "image" | "oci" => {}
+            "image" | "oci" | "docker" | "local" | "tar" => {}
             "registry" => return Err(Failure::usage("error: pushing (--push, type=registry) is not supported yet: use -o type=oci,dest=FILE and skopeo copy")),
-            "docker" | "local" | "tar" => return Err(Failure::usage(format!("error: output type={} is not supported yet: use type=oci", s.kind))),
             other => return Err(Failure::usage(format!("error: unknown output type {other:?} (image, oci, docker, local, tar, registry)"))),
         }
         if s.kind == "oci" && !s.attrs.contains_key("dest") {
             return Err(Failure::usage("error: type=oci needs dest=FILE or dest=DIR"));
+        }
+        if matches!(s.kind.as_str(), "docker" | "local" | "tar") && !s.attrs.contains_key("dest") {
+            let what = match s.kind.as_str() {
+                "local" => "DIR",
+                "tar" => "FILE (or - for standard output)",
+                _ => "FILE (or - for standard output); loading into a Docker daemon is not supported yet",
+            };
+            return Err(Failure::usage(format!("error: type={} needs dest={what}", s.kind)));
         }
     }
     let mut annotations = BTreeMap::new();
@@ -187,6 +194,21 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         let entries = vec![(desc, layout_tag(&args.tags).or_else(|| Some("latest".into())))];
         let as_tar = s.attrs.get("tar").map(|v| v != "false").unwrap_or(true);
         write_layout(req.store, &dest, as_tar, &entries)?;
+    }
+    for s in specs.iter().filter(|s| matches!(s.kind.as_str(), "docker" | "local" | "tar")) {
+        let dest = s.attrs.get("dest").cloned().unwrap_or_default();
+        let res = match s.kind.as_str() {
+            "docker" => {
+                let names = s.attrs.get("name").map(|n| vec![n.clone()]).unwrap_or_else(|| args.tags.clone());
+                let oci = s.attrs.get("oci-mediatypes").is_some_and(|v| v == "true");
+                strata_exporter::docker_archive::write_docker_image_to(&dest, req.store, &built.manifest, &names, oci).map_err(|e| e.to_string())
+            }
+            kind => {
+                let dirs: Vec<PathBuf> = req.layers.iter().map(|l| req.worker.snapshots().layer_dir(l)).collect();
+                strata_exporter::rootfs::export_rootfs_to(&dest, &dirs, kind == "tar", req.epoch).map(|_| ()).map_err(|e| e.to_string())
+            }
+        };
+        res.map_err(|e| Failure::build(format!("error: output type={} dest={dest}: {e}", s.kind)))?;
     }
     req.progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
     if let Some(f) = &args.iidfile {
@@ -232,14 +254,19 @@ pub async fn push_command(_cli: &Cli, p: &PushArgs) -> Result<()> {
 }
 
 pub fn save_command(cli: &Cli, name: &str, output: &Path, format: &str) -> Result<()> {
-    if format != "oci" {
-        return Err(Failure::usage(format!("error: --format {format}: only oci is supported yet")));
+    if format != "oci" && format != "docker" {
+        return Err(Failure::usage(format!("error: --format {format}: expected oci or docker")));
     }
     let root = crate::store_root(cli);
     let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
     let full = Reference::parse(name).map(|r| r.to_string()).unwrap_or_else(|_| name.to_string());
     let img = names.get(&full).ok_or_else(|| Failure::build(format!("error: no image named {full} in {}", root.display())))?;
     let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    if format == "docker" {
+        let dest = output.to_string_lossy();
+        return strata_exporter::docker_archive::write_docker_image_to(&dest, &store, &img.descriptor, &[full], false)
+            .map_err(|e| Failure::build(format!("error: writing the docker archive {dest}: {e}")));
+    }
     let tag = Reference::parse(name).ok().and_then(|r| r.tag).unwrap_or_else(|| "latest".into());
     write_layout(&store, &output.to_string_lossy(), true, &[(img.descriptor, Some(tag))])
 }

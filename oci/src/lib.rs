@@ -10,7 +10,7 @@
 //! - [`reference`]: image references, normalised as docker does (`busybox` →
 //!   `docker.io/library/busybox:latest`).
 //! - [`layout`]: reading and writing OCI image layouts.
-//! - [`registry`]: the OCI distribution client (pull; auth, TLS, retries).
+//! - [`registry`]: the OCI distribution client (pull and push; auth, TLS, retries).
 //!
 //! ```
 //! use strata_oci::digest::Digest;

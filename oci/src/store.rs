@@ -4,6 +4,11 @@
 //! the expected digest when there is one, and renamed into place, so a killed process
 //! never leaves a half-written blob under a digest name. Blobs that come from outside
 //! (registries, tarballs, layouts) are always verified before they are trusted.
+//!
+//! A side index, `ROOT/blob-sources/<hex>`, lists the registry repositories
+//! (`registry/repository`, one a line) a blob is known to be in: pulls and pushes add to
+//! it, and a push uses it to mount a blob from another repository of the same registry
+//! instead of uploading it. It is a hint only: a stale line costs one failed mount.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -102,6 +107,33 @@ impl BlobStore {
         t.write_all(bytes).map_err(io_at(&self.path(&digest)))?;
         t.commit(self, Some(&digest), Some(bytes.len() as u64))?;
         Ok(digest)
+    }
+
+    /// Record that the registry repository `source` (`registry/repository`) holds
+    /// `digest` (see the module overview). Appends one line unless it is there already.
+    pub fn add_source(&self, digest: &Digest, source: &str) -> Result<(), StoreError> {
+        if source.is_empty() || source.contains('\n') || self.sources(digest).iter().any(|s| s == source) {
+            return Ok(());
+        }
+        let dir = self.root.join("blob-sources");
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let path = dir.join(digest.hex());
+        // One short O_APPEND write: concurrent writers never interleave within a line.
+        let mut f = File::options().create(true).append(true).open(&path).map_err(io_at(&path))?;
+        f.write_all(format!("{source}\n").as_bytes()).map_err(io_at(&path))
+    }
+
+    /// The registry repositories recorded for `digest`, oldest first, without repeats.
+    pub fn sources(&self, digest: &Digest) -> Vec<String> {
+        let path = self.root.join("blob-sources").join(digest.hex());
+        let Ok(text) = fs::read_to_string(path) else { return Vec::new() };
+        let mut out: Vec<String> = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if !out.iter().any(|s| s == line) {
+                out.push(line.to_string());
+            }
+        }
+        out
     }
 
     /// Stream a reader into the store, verifying the expected digest (and size) if given.
@@ -228,5 +260,17 @@ mod tests {
         assert!(matches!(err, StoreError::DigestMismatch { .. }));
         assert!(!store.contains(&wrong));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp left behind");
+    }
+
+    #[test]
+    fn blob_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let d = store.put_bytes(b"layer").unwrap();
+        assert!(store.sources(&d).is_empty());
+        store.add_source(&d, "127.0.0.1:5000/library/busybox").unwrap();
+        store.add_source(&d, "127.0.0.1:5000/other").unwrap();
+        store.add_source(&d, "127.0.0.1:5000/library/busybox").unwrap();
+        assert_eq!(store.sources(&d), ["127.0.0.1:5000/library/busybox", "127.0.0.1:5000/other"]);
     }
 }

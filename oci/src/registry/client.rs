@@ -206,6 +206,9 @@ impl RegistryClient {
             .buffer_unordered(self.max_concurrent_downloads)
             .try_collect::<Vec<()>>()
             .await?;
+        for d in std::iter::once(&config_desc).chain(&manifest.layers) {
+            record_source(store, r, &d.digest);
+        }
 
         Ok(PulledImage {
             reference: r.clone(),
@@ -221,7 +224,9 @@ impl RegistryClient {
     /// Download one blob of `r`'s repository into `store` (no-op if present).
     pub async fn fetch_blob(&self, r: &Reference, d: &Descriptor, store: &BlobStore) -> Result<(), RegistryError> {
         let op = Operation::new("fetch blob", format!("{}@{}", r.name(), d.digest));
-        download_blob(&self.transport, &op, r, d, store).await
+        download_blob(&self.transport, &op, r, d, store).await?;
+        record_source(store, r, &d.digest);
+        Ok(())
     }
 
     /// Check `credential` against `registry` (what `strata login` does before saving).
@@ -313,6 +318,14 @@ impl RegistryClient {
             };
             return Ok(ResolvedManifest { media_type, digest: actual, bytes });
         }
+    }
+}
+
+/// Note in the store's side index that `r`'s repository holds `digest`, so a later push to
+/// another repository of the same registry can mount it instead of uploading it.
+pub(crate) fn record_source(store: &BlobStore, r: &Reference, digest: &Digest) {
+    if let Err(e) = store.add_source(digest, &r.name()) {
+        tracing::debug!(%digest, "cannot record the blob's source repository: {e}");
     }
 }
 

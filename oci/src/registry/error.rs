@@ -109,6 +109,17 @@ pub enum RegistryError {
     )]
     Interrupted { op: Operation, registry: String, digest: Digest, attempts: u32, received: u64, size: u64, reason: String },
 
+    #[error(
+        "{op}: upload of {digest} to {registry} kept failing ({attempts} attempts, {accepted} of {size} bytes \
+         accepted): {reason}"
+    )]
+    UploadInterrupted { op: Operation, registry: String, digest: Digest, attempts: u32, accepted: u64, size: u64, reason: String },
+
+    /// The local image cannot be pushed as it is (a manifest it lists is missing, the
+    /// reference pins another digest…).
+    #[error("{op}: cannot push: {reason}")]
+    Unpushable { op: Operation, reason: String },
+
     #[error("{op}: {source}")]
     Store {
         op: Operation,
@@ -146,6 +157,8 @@ impl RegistryError {
             | Token { op, .. }
             | Credentials { op, .. }
             | Interrupted { op, .. }
+            | UploadInterrupted { op, .. }
+            | Unpushable { op, .. }
             | Store { op, .. }
             | Internal { op, .. } => Some(op),
             Setup { .. } => None,

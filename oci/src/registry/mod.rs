@@ -1,6 +1,8 @@
-//! The OCI distribution client, pull side: a thin client of strata's own over reqwest.
+//! The OCI distribution client, pull and push: a thin client of strata's own over reqwest.
 //!
 //! - [`client`]: [`RegistryClient`]: `resolve`, `pull_image`, `fetch_blob`.
+//! - [`push`]: [`RegistryClient::push_image`]: blobs (skipped, mounted, uploaded whole or
+//!   in resumable chunks), then manifests, then the index, then the tags.
 //! - [`transport`]: per-host TLS clients, HTTPS vs plain HTTP, retries; [`Transport::send`]
 //!   is what push builds on.
 //! - [`auth`]: [`AuthSession`] and [`Scope`]: Basic and Bearer (token) authentication,
@@ -35,12 +37,14 @@ pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod manifest;
+pub mod push;
 pub mod transport;
 
 pub use auth::{AuthSession, Scope};
 pub use client::{PulledImage, RegistryClient, ResolvedManifest};
 pub use credentials::{login, logout, Credential, CredentialError, DockerConfig};
 pub use error::{Operation, RegistryError};
+pub use push::{PushEvent, PushOptions, PushReport};
 pub use transport::{RegistryRequest, Target, Transport};
 
 /// How a [`RegistryClient`] connects and authenticates.

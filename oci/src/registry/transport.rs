@@ -11,7 +11,8 @@
 //! - [`Transport::send`]: authorize (via [`AuthSession`]), send, re-authorize once on a
 //!   401, retry with exponential backoff on connection errors, 429 and 5xx.
 //!
-//! Push can reuse it as is: ask for [`Scope::pull_push`] and give a body factory.
+//! Push reuses it: it asks for [`Scope::pull_push`], gives a body factory, and turns off
+//! the automatic resend of upload data ([`RegistryRequest::retry_on_connection_error`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,8 +49,11 @@ pub struct RegistryRequest {
     pub target: Target,
     pub headers: HeaderMap,
     pub body: Option<BodyFactory>,
-    /// Retry on 429/5xx (connection errors before a response are always retried).
+    /// Retry on 429/5xx.
     pub retry_on_status: bool,
+    /// Resend after a connection error. Off for requests carrying upload data: the
+    /// registry may have kept part of it, so the caller asks before resending.
+    pub retry_on_connection_error: bool,
 }
 
 impl RegistryRequest {
@@ -60,6 +64,7 @@ impl RegistryRequest {
             headers: HeaderMap::new(),
             body: None,
             retry_on_status: true,
+            retry_on_connection_error: true,
         }
     }
     pub fn get(path: impl Into<String>) -> Self {
@@ -418,7 +423,7 @@ impl Transport {
                 Ok(r) => r,
                 Err(e) => {
                     let f = NetFailure::classify(&e);
-                    if f.retryable() && attempt + 1 < self.inner.max_attempts {
+                    if f.retryable() && req.retry_on_connection_error && attempt + 1 < self.inner.max_attempts {
                         self.backoff(attempt, None).await;
                         attempt += 1;
                         continue;
