@@ -302,7 +302,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let printer = tokio::spawn(crate::progress::print(mode, rx));
 
     // Resolve base images and lower.
-    let reg_opts = strata_oci::registry::RegistryOptions::default();
+    let reg_opts = crate::registry_options(cli);
     let client = strata_oci::registry::RegistryClient::new(reg_opts).map_err(|e| Failure::build(format!("error: {e}")))?;
     let policy = match args.pull.as_deref() {
         None | Some("missing") | Some("false") => PullPolicy::Missing,

@@ -29,6 +29,12 @@ pub struct Cli {
     /// The OCI runtime to run RUN steps with (default: runc on PATH)
     #[arg(long, global = true, value_name = "PATH")]
     pub runtime: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust for registries (repeatable)
+    #[arg(long = "tls-ca", global = true, value_name = "FILE")]
+    pub tls_ca: Vec<PathBuf>,
+    /// Registry allowed over plain HTTP / unverified TLS (repeatable)
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -113,7 +113,6 @@ pub fn load(cli: &Cli, input: &Path, tag: Option<&str>) -> Result<()> {
 }
 
 pub async fn login(cli: &Cli, registry: &str, user: Option<&str>, password: Option<&str>, password_stdin: bool) -> Result<()> {
-    let _ = cli;
     let user = user.ok_or_else(|| Failure::usage("error: strata login: --username is required"))?;
     let password = if password_stdin {
         let mut s = String::new();
@@ -122,7 +121,7 @@ pub async fn login(cli: &Cli, registry: &str, user: Option<&str>, password: Opti
     } else {
         password.ok_or_else(|| Failure::usage("error: strata login: give --password or --password-stdin"))?.to_string()
     };
-    let client = strata_oci::registry::RegistryClient::new(Default::default()).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let client = strata_oci::registry::RegistryClient::new(crate::registry_options(cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
     let cred = strata_oci::registry::Credential::basic(user, password.clone());
     client.verify_login(registry, &cred).await.map_err(|e| Failure::build(format!("error: login to {registry}: {e}")))?;
     let path = strata_oci::registry::login(None, registry, user, &password).map_err(|e| Failure::build(format!("error: {e}")))?;

@@ -92,6 +92,15 @@ async fn dispatch(cli: &cli::Cli) -> Result<()> {
     }
 }
 
+/// Registry client options from the global flags.
+pub fn registry_options(cli: &cli::Cli) -> strata_oci::registry::RegistryOptions {
+    strata_oci::registry::RegistryOptions {
+        ca_files: cli.tls_ca.clone(),
+        insecure_registries: cli.insecure_registries.clone(),
+        ..Default::default()
+    }
+}
+
 /// The store directory: `--root`, else /var/lib/strata as root, else $XDG_DATA_HOME/strata.
 pub fn store_root(cli: &cli::Cli) -> std::path::PathBuf {
     if let Some(r) = &cli.root {

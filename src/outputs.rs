@@ -1,6 +1,7 @@
 //! What a build writes: the image (layers, config, manifest) into the store, then each
 //! `-o/--output` (buildx syntax): `type=image` (store names), `type=oci` (OCI layout,
-//! tar or directory), plus `--iidfile` and `--metadata-file`.
+//! tar or directory), `type=registry` / `--push` (pushed under every `-t` name), plus
+//! `--iidfile` and `--metadata-file`; and `strata push` of a named image.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use strata_oci::image::{Descriptor, ImageConfig};
 use strata_oci::layout::LayoutWriter;
 use strata_oci::names::ImageNames;
 use strata_oci::reference::Reference;
+use strata_oci::registry::{PushEvent, PushOptions, PushReport, RegistryClient};
 use strata_oci::store::BlobStore;
 use strata_solver::progress::{ProgressEvent, ProgressSink};
 use strata_solver::worker::LayerId;
@@ -89,8 +91,15 @@ fn export_options(spec: Option<&OutputSpec>, epoch: Option<i64>, annotations: BT
     if spec.kind == "docker" {
         o.oci_media_types = false;
     }
+    // The local store and docker archives keep layers uncompressed (as Docker's image
+    // store does): compression is paid when a layer leaves the machine (push, OCI
+    // layout), not on every build.
+    // OCI layouts and registries get compressed layers afterwards (recompress), on
+    // every core.
+    let default_uncompressed = true;
     let level = spec.attrs.get("compression-level").map(|l| l.parse::<i32>()).transpose().map_err(|_| Failure::usage("error: compression-level must be a number"))?;
     match spec.attrs.get("compression").map(String::as_str) {
+        None if default_uncompressed => o.compression = Compression::Uncompressed,
         None | Some("gzip") => o.compression = Compression::Gzip { level: level.unwrap_or(6).clamp(0, 9) as u32 },
         Some("zstd") => o.compression = Compression::Zstd { level: level.unwrap_or(3) },
         Some("uncompressed") => o.compression = Compression::Uncompressed,
@@ -139,8 +148,7 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     }
     for s in &specs {
         match s.kind.as_str() {
-            "image" | "oci" | "docker" | "local" | "tar" => {}
-            "registry" => return Err(Failure::usage("error: pushing (--push, type=registry) is not supported yet: use -o type=oci,dest=FILE and skopeo copy")),
+            "image" | "oci" | "docker" | "local" | "tar" | "registry" => {}
             other => return Err(Failure::usage(format!("error: unknown output type {other:?} (image, oci, docker, local, tar, registry)"))),
         }
         if s.kind == "oci" && !s.attrs.contains_key("dest") {
@@ -160,7 +168,10 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         let (k, v) = a.split_once('=').ok_or_else(|| Failure::usage(format!("error: --annotation {a:?}: expected KEY=VALUE")))?;
         annotations.insert(k.trim_start_matches("manifest:").to_string(), v.to_string());
     }
-    let opts = export_options(specs.first(), req.epoch, annotations)?;
+    let default_spec = OutputSpec { kind: "image".into(), attrs: BTreeMap::new() };
+    let opts = export_options(Some(specs.first().unwrap_or(&default_spec)), req.epoch, annotations)?;
+    let push_to = push_targets(&specs, args)?;
+    let opts = compress_for_push(opts, specs.first(), !push_to.is_empty())?;
     let inputs = layer_inputs(req.worker, req.layers);
     let store = req.store.clone();
     let config = req.config.clone();
@@ -186,7 +197,13 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     }
     for s in specs.iter().filter(|s| s.kind == "oci") {
         let dest = s.attrs.get("dest").cloned().unwrap_or_default();
-        let mut desc = built.manifest.clone();
+        let compression = match (s.attrs.get("compression").map(String::as_str), s.attrs.get("compression-level")) {
+            (None | Some("gzip"), level) => Compression::Gzip { level: level.and_then(|l| l.parse().ok()).unwrap_or(6).min(9) },
+            _ => Compression::Uncompressed, // zstd / uncompressed were applied when the layers were written
+        };
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let mut desc = strata_exporter::recompress::compress_image(req.store, &built.manifest, compression, cores)
+            .map_err(|e| Failure::build(format!("error: compressing layers for {dest}: {e}")))?;
         desc.platform = Some(built.config.platform());
         if let Some(first) = args.tags.first() {
             desc.annotations.insert("io.containerd.image.name".into(), Reference::parse(first).map(|r| r.to_string()).unwrap_or_else(|_| first.clone()));
@@ -211,6 +228,12 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         res.map_err(|e| Failure::build(format!("error: output type={} dest={dest}: {e}", s.kind)))?;
     }
     req.progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
+    if !push_to.is_empty() {
+        let client = RegistryClient::new(crate::registry_options(req.cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
+        for target in &push_to {
+            push_image_to(&client, req.store, &built.manifest, target, PushOptions::default().jobs, &req.progress).await?;
+        }
+    }
     if let Some(f) = &args.iidfile {
         std::fs::write(f, built.config_digest.to_string()).map_err(|e| Failure::build(format!("error: --iidfile {}: {e}", f.display())))?;
     }
@@ -249,8 +272,156 @@ fn write_layout(store: &BlobStore, dest: &str, as_tar: bool, entries: &[(Descrip
     std::fs::rename(&tmp, &path).map_err(|e| Failure::build(format!("error: {dest}: {e}")))
 }
 
-pub async fn push_command(_cli: &Cli, p: &PushArgs) -> Result<()> {
-    Err(Failure::usage(format!("error: strata push {}: pushing is not supported yet; save with `strata save` and copy with skopeo", p.name)))
+/// Does this output push (`type=registry`, or `type=image,push=true`)?
+fn pushes(spec: &OutputSpec) -> bool {
+    spec.kind == "registry" || (spec.kind == "image" && spec.attrs.get("push").is_some_and(|v| v == "true"))
+}
+
+/// Where the built image is pushed: each pushing output's `name=`, else every `-t` name.
+fn push_targets(specs: &[OutputSpec], args: &BuildArgs) -> Result<Vec<Reference>> {
+    let mut targets: Vec<Reference> = Vec::new();
+    for s in specs.iter().filter(|s| pushes(s)) {
+        let names = match s.attrs.get("name") {
+            Some(n) => vec![n.clone()],
+            None => args.tags.clone(),
+        };
+        if names.is_empty() {
+            return Err(Failure::usage(
+                "error: pushing (--push, type=registry) needs a name: give -t REGISTRY/REPOSITORY:TAG or -o type=registry,name=...",
+            ));
+        }
+        for n in names {
+            let r = Reference::parse(&n).map_err(|e| Failure::usage(format!("error: cannot push to {n:?}: {e}")))?;
+            if !targets.contains(&r) {
+                targets.push(r);
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// A pushed image leaves the machine: its layers are compressed (gzip) unless the output
+/// says otherwise, even when the local store keeps them uncompressed.
+fn compress_for_push(mut opts: ExportOptions, first: Option<&OutputSpec>, pushing: bool) -> Result<ExportOptions> {
+    let explicit = first.is_some_and(|s| s.attrs.contains_key("compression"));
+    if pushing && !explicit && opts.compression == Compression::Uncompressed {
+        let level = first
+            .and_then(|s| s.attrs.get("compression-level"))
+            .map(|l| l.parse::<u32>())
+            .transpose()
+            .map_err(|_| Failure::usage("error: compression-level must be a number"))?;
+        opts.compression = Compression::Gzip { level: level.unwrap_or(6).min(9) };
+    }
+    Ok(opts)
+}
+
+/// `sha256:0123456789ab`.
+fn short_digest(d: &Digest) -> String {
+    format!("{}:{}", d.algorithm(), &d.hex()[..12.min(d.hex().len())])
+}
+
+/// Push `image` from `store` to `target`, reporting progress as a step of its own:
+/// per-blob transfer lines (`#N pushing sha256:… 1.2MB / 3.4MB`), skips, mounts and
+/// manifests.
+async fn push_image_to(
+    client: &RegistryClient,
+    store: &BlobStore,
+    image: &Descriptor,
+    target: &Reference,
+    jobs: usize,
+    progress: &ProgressSink,
+) -> Result<PushReport> {
+    let vertex = format!("push {target}");
+    let name = format!("pushing {target}");
+    progress.send(ProgressEvent::Started { vertex: vertex.clone(), name: name.clone() });
+    let started = std::time::Instant::now();
+    // At most one transfer line per blob and second (plus the last one).
+    let last_line: std::sync::Mutex<std::collections::HashMap<Digest, std::time::Instant>> = Default::default();
+    let on_event = |e: PushEvent| {
+        let status = |digest: &Digest, message: String| {
+            progress.send(ProgressEvent::Status { vertex: vertex.clone(), name: format!("pushing {}", short_digest(digest)), message })
+        };
+        let transfer = |digest: &Digest, current: u64, total: u64| {
+            progress.send(ProgressEvent::Transfer {
+                vertex: vertex.clone(),
+                name: format!("pushing {}", short_digest(digest)),
+                current,
+                total: Some(total),
+            })
+        };
+        match e {
+            PushEvent::Skipped { digest, .. } => status(&digest, "already exists".into()),
+            PushEvent::Mounted { digest, from, .. } => status(&digest, format!("mounted from {from}")),
+            PushEvent::Progress { digest, sent, total } => {
+                let now = std::time::Instant::now();
+                let mut last = last_line.lock().unwrap_or_else(|p| p.into_inner());
+                if last.get(&digest).is_none_or(|t| now.duration_since(*t).as_secs() >= 1) {
+                    last.insert(digest.clone(), now);
+                    transfer(&digest, sent, total);
+                }
+            }
+            PushEvent::Uploaded { digest, size } => transfer(&digest, size, size),
+            PushEvent::Interrupted { digest, resume_at, reason } if resume_at > 0 => {
+                status(&digest, format!("interrupted ({reason}); resuming at {}", crate::progress::human_bytes(resume_at)))
+            }
+            PushEvent::Interrupted { digest, reason, .. } => status(&digest, format!("interrupted ({reason}); starting over")),
+            PushEvent::ManifestPushed { digest, reference } => progress.send(ProgressEvent::Status {
+                vertex: vertex.clone(),
+                name: format!("pushing manifest {}", short_digest(&digest)),
+                message: format!("stored as {reference}"),
+            }),
+        }
+    };
+    // Layers leave the machine compressed: plain store layers are gzipped here, several
+    // at once, and remembered so a re-push compresses nothing.
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let (store2, plain) = (store.clone(), image.clone());
+    let compressed = tokio::task::spawn_blocking(move || {
+        strata_exporter::recompress::compress_image(&store2, &plain, Compression::Gzip { level: 6 }, cores)
+    })
+    .await
+    .map_err(|e| Failure::build(format!("error: compressing layers: {e}")))?
+    .map_err(|e| Failure::build(format!("error: compressing layers for {target}: {e}")))?;
+    let image = &compressed;
+    let opts = PushOptions { jobs: jobs.max(1), ..PushOptions::default() };
+    match client.push_image(target, image, store, &opts, on_event).await {
+        Ok(report) => {
+            progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
+            Ok(report)
+        }
+        Err(e) => {
+            progress.send(ProgressEvent::Failed { vertex, name, error: e.to_string() });
+            Err(Failure::build(format!("error: {e}")))
+        }
+    }
+}
+
+/// `strata push NAME`: push a named image of the local store to the registry in NAME.
+pub async fn push_command(cli: &Cli, p: &PushArgs) -> Result<()> {
+    let target = Reference::parse(&p.name).map_err(|e| Failure::usage(format!("error: strata push {}: {e}", p.name)))?;
+    let root = crate::store_root(cli);
+    let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let full = target.to_string();
+    let image = names.get(&full).ok_or_else(|| {
+        Failure::build(format!(
+            "error: strata push: no image named {full} in {}; build one with `strata build -t {full} ...` or name one with `strata tag SOURCE {full}`",
+            root.display()
+        ))
+    })?;
+    let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let client = RegistryClient::new(crate::registry_options(cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let mode = crate::progress::effective_mode(p.progress, false);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink = ProgressSink::new(tx);
+    let printer = tokio::spawn(crate::progress::print(mode, rx));
+    let pushed = push_image_to(&client, &store, &image.descriptor, &target, p.push_jobs, &sink).await;
+    drop(sink);
+    let _ = printer.await;
+    let report = pushed?;
+    // docker push's last line.
+    let shown = target.tag.clone().unwrap_or_else(|| report.descriptor.digest.to_string());
+    println!("{shown}: digest: {} size: {}", report.descriptor.digest, report.descriptor.size);
+    Ok(())
 }
 
 pub fn save_command(cli: &Cli, name: &str, output: &Path, format: &str) -> Result<()> {

@@ -226,14 +226,14 @@ fn check_level(c: Compression) -> Result<(), LayerError> {
 }
 
 /// The compressing stage of the pipeline.
-enum Compressor<W: Write> {
+pub(crate) enum Compressor<W: Write> {
     Gzip(flate2::write::GzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     Plain(W),
 }
 
 impl<W: Write> Compressor<W> {
-    fn new(w: W, c: Compression) -> Result<Self, LayerError> {
+    pub(crate) fn new(w: W, c: Compression) -> Result<Self, LayerError> {
         Ok(match c {
             Compression::Gzip { level } => Compressor::Gzip(
                 flate2::GzBuilder::new().mtime(0).operating_system(255).write(w, flate2::Compression::new(level)),
@@ -248,7 +248,7 @@ impl<W: Write> Compressor<W> {
         })
     }
 
-    fn finish(self) -> io::Result<W> {
+    pub(crate) fn finish(self) -> io::Result<W> {
         match self {
             Compressor::Gzip(e) => e.finish(),
             Compressor::Zstd(e) => e.finish(),

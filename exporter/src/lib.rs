@@ -10,4 +10,5 @@
 pub mod docker_archive;
 pub mod image;
 pub mod layer;
+pub mod recompress;
 pub mod rootfs;

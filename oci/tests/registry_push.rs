@@ -248,6 +248,22 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Relay raw bytes both ways, starting with `first` from the client.
+fn pass_through(mut client: TcpStream, upstream: &str, first: Vec<u8>) {
+    let Ok(mut server) = TcpStream::connect(upstream) else { return };
+    if server.write_all(&first).is_err() {
+        return;
+    }
+    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let up = thread::spawn(move || {
+        let _ = std::io::copy(&mut c_in, &mut s_out);
+        let _ = s_out.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut server, &mut client);
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = up.join();
+}
+
 fn relay_one(mut client: TcpStream, upstream: &str, plan: &FaultPlan, stats: &RelayStats) {
     client.set_nonblocking(false).unwrap();
     client.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -261,6 +277,10 @@ fn relay_one(mut client: TcpStream, upstream: &str, plan: &FaultPlan, stats: &Re
         match client.read(&mut piece) {
             Ok(0) | Err(_) => return,
             Ok(n) => buf.extend_from_slice(&piece[..n]),
+        }
+        // Not HTTP (a TLS hello: HTTPS is tried first): pass the bytes through as they are.
+        if !buf[0].is_ascii_uppercase() {
+            return pass_through(client, upstream, buf);
         }
     };
     let rest = buf.split_off(head_end);

@@ -113,7 +113,8 @@ pub enum PushEvent {
     Skipped { digest: Digest, size: u64 },
     /// The blob was mounted from another repository (`from`, a repository path).
     Mounted { digest: Digest, size: u64, from: String },
-    /// Bytes of the blob handed to the connection so far (may go back after a restart).
+    /// Bytes of the blob sent so far: while a request body goes out, and as each chunk
+    /// is accepted (may go back after a restart).
     Progress { digest: Digest, sent: u64, total: u64 },
     /// The registry has the whole blob, verified against its digest.
     Uploaded { digest: Digest, size: u64 },
@@ -544,6 +545,7 @@ impl Pusher<'_> {
                     location = l;
                     offset = o;
                     without_progress = 0;
+                    (self.progress)(PushEvent::Progress { digest: desc.digest.clone(), sent: o, total: size });
                     continue;
                 }
                 StepOutcome::Complete => break,
@@ -729,6 +731,7 @@ impl Pusher<'_> {
         tokio::pin!(fut);
         let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate: nothing is sent yet
         let mut last = None;
         loop {
             tokio::select! {

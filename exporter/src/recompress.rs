@@ -1,0 +1,115 @@
+//! Compressing a stored image's uncompressed layers when it leaves the machine.
+//!
+//! The local store keeps layers as plain tars (as Docker's image store does), so a
+//! build never pays for compression it may not need. A push or an OCI layout export
+//! turns each plain layer into a compressed blob — several layers at once, one per
+//! core — and writes a manifest that points at them; the config (and so the image's
+//! diff_ids) is unchanged. Each compressed blob is remembered beside the plain one, so
+//! a second push compresses nothing.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use strata_oci::digest::Digest;
+use strata_oci::image::{canonical_json, Descriptor, Manifest};
+use strata_oci::media;
+use strata_oci::store::BlobStore;
+
+use crate::image::ExportError;
+use crate::layer::{Compression, Compressor};
+
+fn key(c: Compression) -> String {
+    match c {
+        Compression::Gzip { level } => format!("gzip{level}"),
+        Compression::Zstd { level } => format!("zstd{level}"),
+        Compression::Uncompressed => "tar".into(),
+    }
+}
+
+fn remembered_path(store: &BlobStore, plain: &Digest, c: Compression) -> std::path::PathBuf {
+    store.root().join("compressed").join(format!("{}-{}", plain.hex(), key(c)))
+}
+
+/// Compress one plain-tar blob (or find the remembered result): (digest, size).
+pub fn compress_blob(store: &BlobStore, plain: &Digest, c: Compression) -> Result<(Digest, u64), ExportError> {
+    let memo = remembered_path(store, plain, c);
+    if let Ok(text) = std::fs::read_to_string(&memo) {
+        if let Some((d, n)) = text.trim().split_once(' ') {
+            if let (Ok(d), Ok(n)) = (d.parse::<Digest>(), n.parse::<u64>()) {
+                if store.contains(&d) {
+                    return Ok((d, n));
+                }
+            }
+        }
+    }
+    let mut input = BufReader::with_capacity(1 << 20, store.open_blob(plain)?);
+    let temp = store.temp_file()?;
+    let mut enc = Compressor::new(BufWriter::with_capacity(1 << 20, temp), c)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        enc.write_all(&buf[..n])?;
+    }
+    let temp = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
+    let (digest, size) = temp.commit(store, None, None)?;
+    strata_oci::store::write_atomic(&memo, format!("{digest} {size}").as_bytes())?;
+    Ok((digest, size))
+}
+
+fn compressed_type(manifest_type: &str, c: Compression) -> &'static str {
+    let docker = manifest_type == media::DOCKER_MANIFEST;
+    match (c, docker) {
+        (Compression::Gzip { .. }, true) => media::DOCKER_LAYER_GZIP,
+        (Compression::Gzip { .. }, false) => media::OCI_LAYER_GZIP,
+        (Compression::Zstd { .. }, _) => media::OCI_LAYER_ZSTD,
+        (Compression::Uncompressed, true) => media::DOCKER_LAYER_TAR,
+        (Compression::Uncompressed, false) => media::OCI_LAYER_TAR,
+    }
+}
+
+/// The image behind `manifest` with every plain layer compressed; returns the new
+/// manifest's descriptor (the same one when nothing needed compressing).
+pub fn compress_image(store: &BlobStore, manifest: &Descriptor, c: Compression, jobs: usize) -> Result<Descriptor, ExportError> {
+    let mut m: Manifest = serde_json::from_slice(&store.read_blob(&manifest.digest)?)
+        .map_err(|e| ExportError::Io(std::io::Error::other(format!("manifest {}: {e}", manifest.digest))))?;
+    let plain: Vec<usize> = m
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.media_type == media::OCI_LAYER_TAR || l.media_type == media::DOCKER_LAYER_TAR)
+        .map(|(i, _)| i)
+        .collect();
+    if plain.is_empty() || c == Compression::Uncompressed {
+        return Ok(manifest.clone());
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Result<(Digest, u64), ExportError>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1).min(plain.len()) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = plain.get(k) else { break };
+                let r = compress_blob(store, &m.layers[i].digest, c);
+                results.lock().expect("results lock").push((i, r));
+            });
+        }
+    });
+    let manifest_type = m.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+    for (i, r) in results.into_inner().expect("results lock") {
+        let (digest, size) = r?;
+        let l = &mut m.layers[i];
+        l.digest = digest;
+        l.size = size;
+        l.media_type = compressed_type(&manifest_type, c).to_string();
+    }
+    let bytes = canonical_json(&m);
+    let digest = store.put_bytes(&bytes)?;
+    let mut d = Descriptor::new(manifest_type, digest, bytes.len() as u64);
+    d.platform = manifest.platform.clone();
+    d.annotations = manifest.annotations.clone();
+    Ok(d)
+}

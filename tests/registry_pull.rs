@@ -1,0 +1,115 @@
+//! Base images pulled through the binary from the three registries of the test
+//! environment (plain, TLS + basic auth, token auth), by tag, digest and platform, and
+//! the errors for bad credentials and missing tags.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn build_from(root: &std::path::Path, from: &str, extra: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {from}\nRUN uname -m > /arch\n")).unwrap();
+    let mut cmd = Command::new(strata_bin());
+    cmd.arg("--root").arg(root).args(extra).args(["build", "--progress=plain", ctx.path().to_str().unwrap()]);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn docker_config(user: &str, pass: &str, registry: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let auth = base64_encode(format!("{user}:{pass}").as_bytes());
+    std::fs::write(d.path().join("config.json"), format!("{{\"auths\":{{\"{registry}\":{{\"auth\":\"{auth}\"}}}}}}")).unwrap();
+    d
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn pulls_from_plain_tls_and_token_registries() {
+    let Some(env) = test_env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let plain = format!("{}/library/busybox:latest", env["RIG_REGISTRY"]);
+    let o = build_from(root.path(), &plain, &[], &[]);
+    assert!(o.status.success(), "plain: {}", text(&o));
+
+    let tls = &env["RIG_TLS_REGISTRY"];
+    let cfg = docker_config(&env["RIG_USER"], &env["RIG_PASS"], tls);
+    let o = build_from(root.path(), &format!("{tls}/library/busybox:latest"), &["--tls-ca", &env["RIG_CA"]], &[("DOCKER_CONFIG", cfg.path().to_str().unwrap())]);
+    assert!(o.status.success(), "tls + basic auth: {}", text(&o));
+
+    let token = format!("{}/library/busybox:latest", env["RIG_TOKEN_REGISTRY"]);
+    let o = build_from(root.path(), &token, &[], &[]);
+    assert!(o.status.success(), "token auth: {}", text(&o));
+}
+
+#[test]
+fn arm64_variant_and_digest_reference() {
+    let Some(env) = test_env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let reg = &env["RIG_REGISTRY"];
+    // The arm64 manifest is selected from the index (the RUN is emulated when QEMU is registered).
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {reg}/library/busybox:latest\nCOPY Dockerfile /\n")).unwrap();
+    let out = ctx.path().join("img.tar");
+    let o = strata(root.path(), &["build", "--platform", "linux/arm64", "-o", &format!("type=oci,dest={}", out.display()), ctx.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let work = tempfile::tempdir().unwrap();
+    Command::new("tar").arg("-xf").arg(&out).arg("-C").arg(work.path()).status().unwrap();
+    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.path().join("index.json")).unwrap()).unwrap();
+    let m = &index["manifests"][0];
+    assert_eq!(m["platform"]["architecture"], "arm64", "{index}");
+
+    // A digest reference: resolve the index digest with skopeo, then build FROM name@digest.
+    let raw = Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{reg}/library/busybox:latest")).output().unwrap();
+    assert!(raw.status.success());
+    let digest = format!("sha256:{}", sha256_hex(&raw.stdout));
+    let o = build_from(root.path(), &format!("{reg}/library/busybox@{digest}"), &[], &[]);
+    assert!(o.status.success(), "digest reference: {}", text(&o));
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    let out = Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(|mut c| {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(b)?;
+        c.wait_with_output()
+    });
+    String::from_utf8_lossy(&out.unwrap().stdout).split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn wrong_password_and_missing_tag_fail_with_exit_1_naming_registry_and_reference() {
+    let Some(env) = test_env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let tls = &env["RIG_TLS_REGISTRY"];
+    let cfg = docker_config(&env["RIG_USER"], "wrong-password", tls);
+    let o = build_from(root.path(), &format!("{tls}/library/busybox:latest"), &["--tls-ca", &env["RIG_CA"]], &[("DOCKER_CONFIG", cfg.path().to_str().unwrap())]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains(tls.as_str()) && t.contains("library/busybox"), "{t}");
+    assert!(t.contains("authentication failed"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+
+    let reg = &env["RIG_REGISTRY"];
+    let o = build_from(root.path(), &format!("{reg}/library/busybox:no-such-tag"), &[], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("no-such-tag") && t.contains(reg.as_str()), "{t}");
+}
