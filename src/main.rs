@@ -69,6 +69,12 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: &cli::Cli) -> Result<()> {
     use cli::Command;
+    if let Some(c) = &cli.config {
+        return Err(Failure::usage(format!(
+            "error: --config {}: configuration files are not supported yet; use the command-line flags",
+            c.display()
+        )));
+    }
     match &cli.command {
         Command::Build(args) => build::run(cli, args).await,
         Command::Images => housekeeping::images(cli),

@@ -67,6 +67,7 @@ impl LocalWorker {
         let store = BlobStore::open(&cfg.root).map_err(WorkerError::other)?;
         let snapshots = Snapshots::open(&cfg.root).map_err(werr("opening snapshots"))?;
         snapshots.clean_stale();
+        clean_stale_shm();
         Ok(LocalWorker { cfg, store, snapshots, stat_caches: Mutex::new(HashMap::new()), unpack_lock: tokio::sync::Mutex::new(()) })
     }
 
@@ -286,7 +287,10 @@ impl LocalWorker {
             .collect();
         let stub_parents: Vec<String> = stubs.iter().filter(|(_, e)| !e).flat_map(|(p, _)| missing_ancestors(&merged, p)).collect();
         let container_id = format!("strata-{}-{}", std::process::id(), &LocalWorker::new_layer_id(&id).0[1..13]);
-        let bundle = work.dir.join("bundle");
+        // The bundle (config.json may hold secret env values) lives on tmpfs, never in
+        // the store, and is removed whatever the outcome.
+        let bundle = PathBuf::from(format!("/dev/shm/strata-bundle-{}-{}", std::process::id(), &container_id[7..]));
+        let _bundle_guard = RemoveOnDrop(bundle.clone());
         let vertex = ctx.vertex;
         let progress = ctx.progress.clone();
         let outcome = self
@@ -318,7 +322,6 @@ impl LocalWorker {
 
     fn finish_layer(&self, id: NodeId, work: WorkDir, mut base: Vec<LayerId>) -> Result<Output, WorkerError> {
         let layer = Self::new_layer_id(&id);
-        let _ = std::fs::remove_dir(work.dir.join("bundle"));
         self.snapshots.commit(work, &layer).map_err(werr("committing a snapshot"))?;
         base.push(layer);
         Ok(Output::Layers(base))
@@ -400,6 +403,29 @@ impl LocalWorker {
         root_mount.unmount().map_err(werr("unmounting the root file system"))?;
         result?;
         self.finish_layer(id, work, base)
+    }
+}
+
+/// Remove bundles and secret files of strata processes that are gone (a SIGKILL
+/// leaves them in /dev/shm).
+fn clean_stale_shm() {
+    let Ok(rd) = std::fs::read_dir("/dev/shm") else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(rest) = name.strip_prefix("strata-bundle-").or_else(|| name.strip_prefix("strata-secrets-")) else { continue };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Removes a directory tree when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,0 +1,87 @@
+//! The RUN sandbox through the binary: no view of the host's files, Docker's default
+//! capabilities only (no mounts, no kernel modules), `--network=none`, and secrets that
+//! never reach a layer, the image config or the cache index.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn build(root: &std::path::Path, dockerfile: &str, extra: &[&str]) -> (std::process::Output, tempfile::TempDir) {
+    let Some(env) = test_env() else { panic!("test env missing") };
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let bb = busybox_context(&env);
+    let out = ctx.path().join("out.tar");
+    let dest = format!("type=oci,dest={}", out.display());
+    let mut args = vec!["build", "--progress=plain", "--build-context", &bb, "-t", "sandbox-test", "-o", &dest];
+    args.extend_from_slice(extra);
+    let dir = ctx.path().to_str().unwrap().to_string();
+    args.push(&dir);
+    (strata(root, &args), ctx)
+}
+
+#[test]
+fn run_cannot_see_host_files() {
+    if test_env().is_none() {
+        return;
+    }
+    let marker = format!("/root/strata-host-marker-{}", std::process::id());
+    std::fs::write(&marker, "host").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (o, _ctx) = build(root.path(), &format!("FROM busybox\nRUN test ! -e {marker} && echo isolated > /isolated\n"), &[]);
+    let _ = std::fs::remove_file(&marker);
+    assert!(o.status.success(), "the host file was visible or the build failed: {}", text(&o));
+}
+
+#[test]
+fn run_has_no_mount_or_module_capabilities() {
+    if test_env().is_none() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    // CapEff must lack CAP_SYS_ADMIN (21) and CAP_SYS_MODULE (16); mount(2) must fail.
+    let df = "FROM busybox\nRUN mkdir -p /m && ! mount -t tmpfs none /m && \\\n    caps=$(grep CapEff /proc/self/status | cut -f2) && echo $caps > /caps && \\\n    [ $(( 0x$caps >> 21 & 1 )) -eq 0 ] && [ $(( 0x$caps >> 16 & 1 )) -eq 0 ]\n";
+    let (o, _ctx) = build(root.path(), df, &[]);
+    assert!(o.status.success(), "privileged operation allowed: {}", text(&o));
+}
+
+#[test]
+fn network_none_has_no_network() {
+    let Some(env) = test_env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/v2/", env["RIG_REGISTRY"]);
+    // With the host network (the default) the registry is reachable...
+    let (o, _c) = build(root.path(), &format!("FROM busybox\nRUN wget -q -O /dev/null {url}\n"), &[]);
+    assert!(o.status.success(), "host network: {}", text(&o));
+    // ...and with --network=none it is not, and only the loopback interface exists.
+    let df = format!("FROM busybox\nRUN --network=none ! wget -q -T 3 -O /dev/null {url} && test \"$(ls /sys/class/net)\" = lo\n");
+    let (o, _c) = build(root.path(), &df, &[]);
+    assert!(o.status.success(), "network=none: {}", text(&o));
+}
+
+#[test]
+fn secret_never_reaches_the_store() {
+    if test_env().is_none() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let value = format!("s3cr3t-value-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), &value).unwrap();
+    let src = format!("id=tok,src={}", secret_file.path().display());
+    let df = "FROM busybox\nRUN --mount=type=secret,id=tok test \"$(cat /run/secrets/tok)\" != \"\" && wc -c < /run/secrets/tok > /len\nRUN --mount=type=secret,id=tok,env=TOK test -n \"$TOK\" && echo ok > /env-ok\n";
+    let (o, ctx) = build(root.path(), df, &["--secret", &src]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains(&value), "the secret appeared in the build output");
+    // Neither the store (blobs, snapshots, cache index) nor the exported image holds it.
+    let grep = Command::new("grep").args(["-r", "-a", "-l", &value]).arg(root.path()).output().unwrap();
+    assert!(grep.stdout.is_empty(), "secret found in the store: {}", String::from_utf8_lossy(&grep.stdout));
+    let out = ctx.path().join("out.tar");
+    let work = tempfile::tempdir().unwrap();
+    Command::new("tar").arg("-xf").arg(&out).arg("-C").arg(work.path()).status().unwrap();
+    // Layers are gzipped in the layout: search the uncompressed streams too.
+    let zgrep = Command::new("sh").arg("-c").arg(format!("for f in {}/blobs/sha256/*; do (zcat -f \"$f\" 2>/dev/null || cat \"$f\") | grep -a -c '{value}' ; done | grep -v '^0$' || true", work.path().display())).output().unwrap();
+    assert!(String::from_utf8_lossy(&zgrep.stdout).trim().is_empty(), "secret found in the exported image");
+}
