@@ -10,5 +10,6 @@
 pub mod docker_archive;
 pub mod image;
 pub mod layer;
+pub mod pgzip;
 pub mod recompress;
 pub mod rootfs;

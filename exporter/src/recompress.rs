@@ -2,14 +2,11 @@
 //!
 //! The local store keeps layers as plain tars (as Docker's image store does), so a
 //! build never pays for compression it may not need. A push or an OCI layout export
-//! turns each plain layer into a compressed blob — several layers at once, one per
-//! core — and writes a manifest that points at them; the config (and so the image's
+//! turns each plain layer into a compressed blob — on every core — and writes a manifest that points at them; the config (and so the image's
 //! diff_ids) is unchanged. Each compressed blob is remembered beside the plain one, so
 //! a second push compresses nothing.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use strata_oci::digest::Digest;
 use strata_oci::image::{canonical_json, Descriptor, Manifest};
@@ -86,21 +83,12 @@ pub fn compress_image(store: &BlobStore, manifest: &Descriptor, c: Compression, 
     if plain.is_empty() || c == Compression::Uncompressed {
         return Ok(manifest.clone());
     }
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<(Digest, u64), ExportError>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.max(1).min(plain.len()) {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&i) = plain.get(k) else { break };
-                let r = compress_blob(store, &m.layers[i].digest, c);
-                results.lock().expect("results lock").push((i, r));
-            });
-        }
-    });
+    // One layer at a time, each compressed on every core (gzip and zstd both use all
+    // of them), so big layers are never stuck on one core.
+    let _ = jobs;
     let manifest_type = m.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.to_string());
-    for (i, r) in results.into_inner().expect("results lock") {
-        let (digest, size) = r?;
+    for i in plain {
+        let (digest, size) = compress_blob(store, &m.layers[i].digest, c)?;
         let l = &mut m.layers[i];
         l.digest = digest;
         l.size = size;
