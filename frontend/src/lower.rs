@@ -478,6 +478,13 @@ impl<'a> Lowerer<'a> {
         if !matches!(inst, Instruction::Arg(_)) {
             let mut ex = LexerExpander::new(self.df.escape, &env);
             inst.expand(&mut ex).map_err(|e| lerr(line, e.to_string()))?;
+            // BuildKit's UndefinedVar lint: a variable used here that no ARG or ENV defines.
+            for var in &ex.unmatched {
+                if PROXY_ARGS.contains(&var.as_str()) {
+                    continue;
+                }
+                self.warnings.push(LowerWarning { line: Some(line), message: format!("UndefinedVar: Usage of undefined variable '${var}'") });
+            }
         }
         let stage_name = self.df.stages[stage_index].name.clone().unwrap_or_else(|| format!("{stage_index}"));
         match inst {
@@ -848,6 +855,41 @@ pub fn expand_port_spec(spec: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct NoImages;
+    impl ImageResolver for NoImages {
+        fn resolve(&mut self, r: &str, _: &Platform) -> Result<ResolvedImage, String> {
+            Err(format!("no image {r} in this test"))
+        }
+    }
+
+    fn lower_src(src: &str) -> Lowered {
+        let parsed = crate::parse(src.as_bytes()).unwrap();
+        let df = crate::instructions::parse_dockerfile(&parsed).unwrap();
+        let opts = LowerOptions {
+            build_args: BTreeMap::new(),
+            target: None,
+            target_platform: "linux/amd64".parse().unwrap(),
+            build_platform: "linux/amd64".parse().unwrap(),
+            named_contexts: BTreeMap::new(),
+            main_context: "context".into(),
+            labels: BTreeMap::new(),
+            network: NetworkMode::Host,
+            allow_insecure: false,
+            extra_hosts: Vec::new(),
+            created: None,
+        };
+        lower(&df, &opts, &mut NoImages).unwrap()
+    }
+
+    #[test]
+    fn undefined_variables_are_warned_about() {
+        let l = lower_src("FROM scratch\nARG A=1\nENV B=$A C=$NOPE\nWORKDIR /$B\n");
+        let msgs: Vec<_> = l.warnings.iter().map(|w| (w.line, w.message.clone())).collect();
+        assert_eq!(msgs, vec![(Some(3), "UndefinedVar: Usage of undefined variable '$NOPE'".to_string())]);
+        assert_eq!(l.config.config.env_get("B"), Some("1"));
+        assert_eq!(l.config.config.working_dir.as_deref(), Some("/1"));
+    }
 
     #[test]
     fn ports_and_paths() {
