@@ -11,6 +11,11 @@
 //! - [`shell`] expands `$VAR` / `${VAR…}` words with BuildKit's shell-lexer rules.
 //! - [`dockerignore`] matches paths against `.dockerignore` patterns with
 //!   moby/patternmatcher semantics.
+//! - [`instructions`] turns the tree into typed instructions and stages with
+//!   BuildKit's flag rules, error messages and lint checks.
+//! - [`outline`] describes a Dockerfile without building it (`--call=outline|targets`).
+//! - [`lower`] lowers the stages a target needs to strata's build graph.
+//! - [`words`] splits instruction arguments into words as BuildKit's parser does.
 //!
 //! ```
 //! let parsed = strata_frontend::parse(b"FROM busybox\nRUN echo hi\n").unwrap();
