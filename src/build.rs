@@ -33,9 +33,18 @@ fn reject_unsupported(args: &BuildArgs) -> Result<()> {
         ));
     }
     if args.load {
-        let sock = std::env::var("DOCKER_HOST").ok().and_then(|h| h.strip_prefix("unix://").map(str::to_string)).unwrap_or_else(|| "/var/run/docker.sock".into());
-        let hint = if Path::new(&sock).exists() { format!("a Docker daemon is at {sock}, but loading through its API is not supported yet") } else { "no Docker daemon is reachable".to_string() };
-        return Err(Failure::usage(format!("error: --load: {hint}; use -o type=docker,dest=image.tar and `docker load -i image.tar`")));
+        let sock = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+            .unwrap_or_else(|| "/var/run/docker.sock".into());
+        let hint = if Path::new(&sock).exists() {
+            format!("a Docker daemon is at {sock}, but loading through its API is not supported yet")
+        } else {
+            "no Docker daemon is reachable".to_string()
+        };
+        return Err(Failure::usage(format!(
+            "error: --load: {hint}; use -o type=docker,dest=image.tar and `docker load -i image.tar`"
+        )));
     }
     if args.shm_size.is_some() {
         return Err(Failure::usage("error: --shm-size is not supported yet (RUN steps get a 64MB /dev/shm)"));
@@ -44,19 +53,28 @@ fn reject_unsupported(args: &BuildArgs) -> Result<()> {
         return Err(Failure::usage("error: --ulimit is not supported yet (RUN steps get nofile=1048576)"));
     }
     if args.platform.len() > 1 {
-        return Err(Failure::usage("error: building several platforms at once is not supported yet: run one build per --platform"));
+        return Err(Failure::usage(
+            "error: building several platforms at once is not supported yet: run one build per --platform",
+        ));
     }
     match args.call.as_str() {
         "build" | "outline" | "targets" | "check" => {}
-        other => return Err(Failure::usage(format!("error: --call={other}: expected build, outline, targets or check"))),
+        other => {
+            return Err(Failure::usage(format!("error: --call={other}: expected build, outline, targets or check")))
+        }
     }
     for a in &args.allow {
         if a != "security.insecure" && a != "network.host" {
-            return Err(Failure::usage(format!("error: --allow {a}: unknown entitlement (security.insecure, network.host)")));
+            return Err(Failure::usage(format!(
+                "error: --allow {a}: unknown entitlement (security.insecure, network.host)"
+            )));
         }
     }
     if args.context.contains("://") || args.context.starts_with("git@") {
-        return Err(Failure::usage(format!("error: remote build contexts ({}) are not supported yet: clone or download it and pass the directory", args.context)));
+        return Err(Failure::usage(format!(
+            "error: remote build contexts ({}) are not supported yet: clone or download it and pass the directory",
+            args.context
+        )));
     }
     Ok(())
 }
@@ -81,13 +99,17 @@ fn parse_kv(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
 }
 
 /// The build context directory, and a temp dir that must live as long as the build.
-fn prepare_context(args: &BuildArgs, dockerfile_from_stdin: bool) -> Result<(PathBuf, Option<tempfile::TempDir>, Option<Vec<u8>>)> {
+fn prepare_context(
+    args: &BuildArgs,
+    dockerfile_from_stdin: bool,
+) -> Result<(PathBuf, Option<tempfile::TempDir>, Option<Vec<u8>>)> {
     if args.context != "-" {
         let p = PathBuf::from(&args.context);
         if !p.is_dir() {
             return Err(Failure::usage(format!("error: build context {:?} is not a directory", args.context)));
         }
-        let p = std::fs::canonicalize(&p).map_err(|e| Failure::usage(format!("error: build context {}: {e}", args.context)))?;
+        let p = std::fs::canonicalize(&p)
+            .map_err(|e| Failure::usage(format!("error: build context {}: {e}", args.context)))?;
         return Ok((p, None, None));
     }
     if dockerfile_from_stdin {
@@ -95,11 +117,16 @@ fn prepare_context(args: &BuildArgs, dockerfile_from_stdin: bool) -> Result<(Pat
     }
     use std::io::Read;
     let mut data = Vec::new();
-    std::io::stdin().read_to_end(&mut data).map_err(|e| Failure::usage(format!("error: reading the context from stdin: {e}")))?;
+    std::io::stdin()
+        .read_to_end(&mut data)
+        .map_err(|e| Failure::usage(format!("error: reading the context from stdin: {e}")))?;
     let tmp = tempfile::tempdir().map_err(|e| Failure::build(format!("error: {e}")))?;
-    let is_tar = data.len() > 262 && &data[257..262] == b"ustar" || data.starts_with(&[0x1f, 0x8b]) || data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    let is_tar = data.len() > 262 && &data[257..262] == b"ustar"
+        || data.starts_with(&[0x1f, 0x8b])
+        || data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
     if is_tar {
-        let mut reader = strata_executor::unpack::open_decompressed(&data[..]).map_err(|e| Failure::usage(format!("error: context from stdin: {e}")))?;
+        let mut reader = strata_executor::unpack::open_decompressed(&data[..])
+            .map_err(|e| Failure::usage(format!("error: context from stdin: {e}")))?;
         let mut plain = Vec::new();
         reader.read_to_end(&mut plain).map_err(|e| Failure::usage(format!("error: context from stdin: {e}")))?;
         let mut ar = tar::Archive::new(&plain[..]);
@@ -128,7 +155,9 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let (dockerfile_path, source) = if dockerfile_from_stdin {
         use std::io::Read;
         let mut s = Vec::new();
-        std::io::stdin().read_to_end(&mut s).map_err(|e| Failure::usage(format!("error: reading the Dockerfile from stdin: {e}")))?;
+        std::io::stdin()
+            .read_to_end(&mut s)
+            .map_err(|e| Failure::usage(format!("error: reading the Dockerfile from stdin: {e}")))?;
         (PathBuf::from("Dockerfile"), s)
     } else if let Some(d) = stdin_dockerfile {
         (PathBuf::from("Dockerfile"), d)
@@ -137,20 +166,31 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             Some(f) => PathBuf::from(f),
             None => context_dir.join("Dockerfile"),
         };
-        let bytes = std::fs::read(&p).map_err(|e| Failure::usage(format!("error: cannot read the Dockerfile {}: {e}", p.display())))?;
+        let bytes = std::fs::read(&p)
+            .map_err(|e| Failure::usage(format!("error: cannot read the Dockerfile {}: {e}", p.display())))?;
         (p, bytes)
     };
     let source_text = String::from_utf8_lossy(&source).to_string();
     let shown_path = dockerfile_path.clone();
 
-    let parsed = strata_frontend::parse(&source).map_err(|e| Failure::usage(dockerfile_error(&shown_path, &source_text, Some(e.start_line), e.column, &e.message)))?;
+    let parsed = strata_frontend::parse(&source).map_err(|e| {
+        Failure::usage(dockerfile_error(&shown_path, &source_text, Some(e.start_line), e.column, &e.message))
+    })?;
     if let Some(syntax) = &parsed.directives.syntax {
         let s = syntax.trim_start_matches("docker.io/");
-        let builtin = s == "docker/dockerfile" || s.starts_with("docker/dockerfile:") || s.starts_with("docker/dockerfile@");
+        let builtin =
+            s == "docker/dockerfile" || s.starts_with("docker/dockerfile:") || s.starts_with("docker/dockerfile@");
         let upstream = s.starts_with("docker/dockerfile-upstream");
         let line = parsed.directives.seen.iter().find(|(n, _, _)| n == "syntax").map(|(_, _, l)| *l);
         if upstream {
-            eprintln!("{}", dockerfile_warning(&shown_path, line, &format!("syntax {syntax:?}: using strata's built-in Dockerfile frontend instead")));
+            eprintln!(
+                "{}",
+                dockerfile_warning(
+                    &shown_path,
+                    line,
+                    &format!("syntax {syntax:?}: using strata's built-in Dockerfile frontend instead")
+                )
+            );
         } else if !builtin {
             let message = format!(
                 "syntax {syntax:?}: strata does not run frontend images; it accepts docker/dockerfile:1 (its built-in frontend) — remove the directive or point it at docker/dockerfile:1"
@@ -169,7 +209,10 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         Failure::usage(dockerfile_error(&shown_path, &source_text, Some(e.location.start_line), e.column, &e.message()))
     })?;
     for w in &dockerfile.warnings {
-        eprintln!("{}", dockerfile_warning(&shown_path, Some(w.location.start_line), &format!("{}: {}", w.rule.name(), w.message)));
+        eprintln!(
+            "{}",
+            dockerfile_warning(&shown_path, Some(w.location.start_line), &format!("{}: {}", w.rule.name(), w.message))
+        );
     }
 
     let build_args = parse_kv(&args.build_args, "--build-arg")?;
@@ -177,9 +220,11 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         "outline" => {
             let host = Platform::host().to_string();
             let target_p = args.platform.first().cloned().unwrap_or_else(|| host.clone());
-            let mut o = strata_frontend::outline::OutlineOptions::for_platforms(&host, &target_p, args.target.as_deref());
+            let mut o =
+                strata_frontend::outline::OutlineOptions::for_platforms(&host, &target_p, args.target.as_deref());
             o.build_args = build_args.clone();
-            let outline = strata_frontend::outline::outline(&dockerfile, &o).map_err(|e| Failure::usage(format!("error: {e}")))?;
+            let outline = strata_frontend::outline::outline(&dockerfile, &o)
+                .map_err(|e| Failure::usage(format!("error: {e}")))?;
             print!("{}", outline.to_text());
             return Ok(());
         }
@@ -209,7 +254,8 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let root = store_root(cli);
     std::fs::create_dir_all(&root).map_err(|e| Failure::build(format!("error: store {}: {e}", root.display())))?;
     let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
-    let _prune_guard = crate::prune::shared_lock(&root).map_err(|e| Failure::build(format!("error: locking the store: {e}")))?;
+    let _prune_guard =
+        crate::prune::shared_lock(&root).map_err(|e| Failure::build(format!("error: locking the store: {e}")))?;
 
     // Contexts.
     let ignore_file = strata_frontend::dockerignore::ignore_file_for(&context_dir, &dockerfile_path);
@@ -224,18 +270,25 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         let m = PatternMatcher::new(pats).map_err(|e| format!("invalid exclude pattern: {e}"))?;
         Ok(Arc::new(move |p: &str, _d: bool| m.matches_or_parent_matches(p).unwrap_or(false)))
     });
-    let main_ignore = patterns(&ignore_patterns).map_err(|e| Failure::usage(format!("error: {}: {e}", ignore_file.map(|f| f.display().to_string()).unwrap_or_default())))?;
+    let main_ignore = patterns(&ignore_patterns).map_err(|e| {
+        Failure::usage(format!("error: {}: {e}", ignore_file.map(|f| f.display().to_string()).unwrap_or_default()))
+    })?;
     let mut contexts = HashMap::new();
     contexts.insert(MAIN_CONTEXT.to_string(), LocalContext { dir: context_dir.clone(), ignore: main_ignore });
     let mut named = BTreeMap::new();
     for spec in &args.build_contexts {
-        let (name, value) = spec.split_once('=').ok_or_else(|| Failure::usage(format!("error: --build-context {spec:?}: expected NAME=VALUE")))?;
+        let (name, value) = spec
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("error: --build-context {spec:?}: expected NAME=VALUE")))?;
         if value.starts_with("docker-image://") || value.starts_with("oci-layout://") {
             named.insert(name.to_string(), NamedContext::Image(value.to_string()));
         } else if value.contains("://") {
-            return Err(Failure::usage(format!("error: --build-context {spec}: only paths, docker-image:// and oci-layout:// are supported")));
+            return Err(Failure::usage(format!(
+                "error: --build-context {spec}: only paths, docker-image:// and oci-layout:// are supported"
+            )));
         } else {
-            let dir = std::fs::canonicalize(value).map_err(|e| Failure::usage(format!("error: --build-context {spec}: {e}")))?;
+            let dir = std::fs::canonicalize(value)
+                .map_err(|e| Failure::usage(format!("error: --build-context {spec}: {e}")))?;
             let local = format!("ctx:{name}");
             contexts.insert(local.clone(), LocalContext { dir, ignore: Arc::new(|_: &str, _: bool| false) });
             named.insert(name.to_string(), NamedContext::Local(local));
@@ -245,8 +298,12 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     // Secrets and ssh.
     let mut secrets = HashMap::new();
     for s in &args.secrets {
-        let fields: BTreeMap<String, String> = s.split(',').filter_map(|f| f.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
-        let id = fields.get("id").cloned().ok_or_else(|| Failure::usage(format!("error: --secret {s:?}: id= is required")))?;
+        let fields: BTreeMap<String, String> =
+            s.split(',').filter_map(|f| f.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
+        let id = fields
+            .get("id")
+            .cloned()
+            .ok_or_else(|| Failure::usage(format!("error: --secret {s:?}: id= is required")))?;
         let source = if let Some(src) = fields.get("src").or_else(|| fields.get("source")) {
             SecretSource::File(PathBuf::from(src))
         } else if let Some(env) = fields.get("env") {
@@ -262,11 +319,21 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     for s in &args.ssh {
         let (id, path) = match s.split_once('=') {
             Some((id, p)) => (id.to_string(), PathBuf::from(p)),
-            None => (s.clone(), std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from).ok_or_else(|| Failure::usage("error: --ssh default: SSH_AUTH_SOCK is not set"))?),
+            None => (
+                s.clone(),
+                std::env::var_os("SSH_AUTH_SOCK")
+                    .map(PathBuf::from)
+                    .ok_or_else(|| Failure::usage("error: --ssh default: SSH_AUTH_SOCK is not set"))?,
+            ),
         };
-        let is_socket = std::fs::metadata(&path).map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())).unwrap_or(false);
+        let is_socket = std::fs::metadata(&path)
+            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            .unwrap_or(false);
         if !is_socket {
-            return Err(Failure::usage(format!("error: --ssh {s}: {} is not an agent socket (key files are not supported yet)", path.display())));
+            return Err(Failure::usage(format!(
+                "error: --ssh {s}: {} is not an agent socket (key files are not supported yet)",
+                path.display()
+            )));
         }
         ssh.insert(id, path);
     }
@@ -303,7 +370,8 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
 
     // Resolve base images and lower.
     let reg_opts = crate::registry_options(cli);
-    let client = strata_oci::registry::RegistryClient::new(reg_opts).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let client =
+        strata_oci::registry::RegistryClient::new(reg_opts).map_err(|e| Failure::build(format!("error: {e}")))?;
     let policy = match args.pull.as_deref() {
         None | Some("missing") | Some("false") => PullPolicy::Missing,
         Some("always") | Some("true") => PullPolicy::Always,
@@ -317,7 +385,14 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             drop(resolver);
             drop(sink);
             let _ = printer.await;
-            let code = if e.message.contains("could not be found") || e.message.contains("circular") || e.message.contains("invalid stage") { 2 } else { 1 };
+            let code = if e.message.contains("could not be found")
+                || e.message.contains("circular")
+                || e.message.contains("invalid stage")
+            {
+                2
+            } else {
+                1
+            };
             let text = dockerfile_error(&shown_path, &source_text, e.line, None, &e.message);
             return Err(Failure { code, message: text });
         }
@@ -338,11 +413,20 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     }
 
     // Solve.
-    let runc = Runc::locate(cli.runtime.as_deref(), root.join("runc")).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let runc =
+        Runc::locate(cli.runtime.as_deref(), root.join("runc")).map_err(|e| Failure::build(format!("error: {e}")))?;
     runc.clean_stale().await;
     let worker = Arc::new(
-        LocalWorker::new(WorkerConfig { root: root.clone(), runc, contexts, secrets, ssh, patterns, hostname: "buildkitsandbox".into() })
-            .map_err(|e| Failure::build(format!("error: {e}")))?,
+        LocalWorker::new(WorkerConfig {
+            root: root.clone(),
+            runc,
+            contexts,
+            secrets,
+            ssh,
+            patterns,
+            hostname: "buildkitsandbox".into(),
+        })
+        .map_err(|e| Failure::build(format!("error: {e}")))?,
     );
     let cache = CacheIndex::open(&root).map_err(|e| Failure::build(format!("error: cache index: {e}")))?;
     let solve_opts = SolveOptions {

@@ -4,7 +4,13 @@
 use std::path::Path;
 
 /// Format an error located in a Dockerfile.
-pub fn dockerfile_error(file: &Path, source: &str, line: Option<usize>, column: Option<usize>, message: &str) -> String {
+pub fn dockerfile_error(
+    file: &Path,
+    source: &str,
+    line: Option<usize>,
+    column: Option<usize>,
+    message: &str,
+) -> String {
     let name = file.display();
     let Some(line) = line.filter(|l| *l > 0) else {
         return format!("error: {name}: {message}");

@@ -30,8 +30,15 @@ pub fn images(cli: &Cli) -> Result<()> {
     let (names, store, _) = open(cli)?;
     println!("{:<50} {:<19} {:<14} {:>10}  CREATED", "NAME", "DIGEST", "PLATFORMS", "SIZE");
     for n in names.list() {
-        let (platforms, size) = match store.read_blob(&n.descriptor.digest).ok().and_then(|b| serde_json::from_slice::<Manifest>(&b).ok()) {
-            Some(m) => (n.descriptor.platform.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".into()), image_size(&store, &m)),
+        let (platforms, size) = match store
+            .read_blob(&n.descriptor.digest)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        {
+            Some(m) => (
+                n.descriptor.platform.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                image_size(&store, &m),
+            ),
             None => ("-".into(), n.descriptor.size),
         };
         println!(
@@ -49,7 +56,8 @@ pub fn images(cli: &Cli) -> Result<()> {
 pub fn tag(cli: &Cli, source: &str, target: &str) -> Result<()> {
     let (names, _, root) = open(cli)?;
     let src = full_name(source)?;
-    let img = names.get(&src).ok_or_else(|| Failure::build(format!("error: no image named {src} in {}", root.display())))?;
+    let img =
+        names.get(&src).ok_or_else(|| Failure::build(format!("error: no image named {src} in {}", root.display())))?;
     let dst = full_name(target)?;
     names.set(&dst, &img.descriptor).map_err(|e| Failure::build(format!("error: {e}")))
 }
@@ -75,12 +83,21 @@ pub fn rm(cli: &Cli, list: &[String]) -> Result<()> {
 pub fn inspect(cli: &Cli, name: &str) -> Result<()> {
     let (names, store, root) = open(cli)?;
     let full = full_name(name)?;
-    let img = names.get(&full).ok_or_else(|| Failure::build(format!("error: no image named {full} in {}", root.display())))?;
-    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&img.descriptor.digest).map_err(|e| Failure::build(format!("error: {e}")))?)
+    let img = names
+        .get(&full)
+        .ok_or_else(|| Failure::build(format!("error: no image named {full} in {}", root.display())))?;
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &store.read_blob(&img.descriptor.digest).map_err(|e| Failure::build(format!("error: {e}")))?,
+    )
+    .map_err(|e| Failure::build(format!("error: {e}")))?;
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
         .map_err(|e| Failure::build(format!("error: {e}")))?;
-    let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().parse().map_err(|e| Failure::build(format!("error: {e}")))?;
     let config: serde_json::Value =
-        serde_json::from_slice(&store.read_blob(&config_digest).map_err(|e| Failure::build(format!("error: {e}")))?).map_err(|e| Failure::build(format!("error: {e}")))?;
+        serde_json::from_slice(&store.read_blob(&config_digest).map_err(|e| Failure::build(format!("error: {e}")))?)
+            .map_err(|e| Failure::build(format!("error: {e}")))?;
     let out = serde_json::json!({"name": full, "descriptor": img.descriptor, "manifest": manifest, "config": config});
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
@@ -97,7 +114,8 @@ pub fn load(cli: &Cli, input: &Path, tag: Option<&str>) -> Result<()> {
     .map_err(|e| Failure::build(format!("error: {}: {e}", input.display())))?;
     let tags = layout.tags();
     let wanted = tags.first().cloned();
-    let desc = layout.resolve(wanted.as_deref()).map_err(|e| Failure::build(format!("error: {}: {e}", input.display())))?;
+    let desc =
+        layout.resolve(wanted.as_deref()).map_err(|e| Failure::build(format!("error: {}: {e}", input.display())))?;
     let img = layout
         .import_image(&desc, &strata_oci::image::Platform::host(), &store)
         .map_err(|e| Failure::build(format!("error: {}: {e}", input.display())))?;
@@ -105,14 +123,24 @@ pub fn load(cli: &Cli, input: &Path, tag: Option<&str>) -> Result<()> {
         Some(t) => full_name(t)?,
         None => full_name(&format!("loaded:{}", wanted.unwrap_or_else(|| "latest".into())))?,
     };
-    let mut d = strata_oci::image::Descriptor::new(img.manifest_media_type.clone(), img.manifest_digest.clone(), store.size(&img.manifest_digest).unwrap_or(0));
+    let mut d = strata_oci::image::Descriptor::new(
+        img.manifest_media_type.clone(),
+        img.manifest_digest.clone(),
+        store.size(&img.manifest_digest).unwrap_or(0),
+    );
     d.platform = Some(img.config.platform());
     names.set(&name, &d).map_err(|e| Failure::build(format!("error: {e}")))?;
     println!("Loaded image: {name}");
     Ok(())
 }
 
-pub async fn login(cli: &Cli, registry: &str, user: Option<&str>, password: Option<&str>, password_stdin: bool) -> Result<()> {
+pub async fn login(
+    cli: &Cli,
+    registry: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+    password_stdin: bool,
+) -> Result<()> {
     let user = user.ok_or_else(|| Failure::usage("error: strata login: --username is required"))?;
     let password = if password_stdin {
         let mut s = String::new();
@@ -121,10 +149,15 @@ pub async fn login(cli: &Cli, registry: &str, user: Option<&str>, password: Opti
     } else {
         password.ok_or_else(|| Failure::usage("error: strata login: give --password or --password-stdin"))?.to_string()
     };
-    let client = strata_oci::registry::RegistryClient::new(crate::registry_options(cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let client = strata_oci::registry::RegistryClient::new(crate::registry_options(cli))
+        .map_err(|e| Failure::build(format!("error: {e}")))?;
     let cred = strata_oci::registry::Credential::basic(user, password.clone());
-    client.verify_login(registry, &cred).await.map_err(|e| Failure::build(format!("error: login to {registry}: {e}")))?;
-    let path = strata_oci::registry::login(None, registry, user, &password).map_err(|e| Failure::build(format!("error: {e}")))?;
+    client
+        .verify_login(registry, &cred)
+        .await
+        .map_err(|e| Failure::build(format!("error: login to {registry}: {e}")))?;
+    let path = strata_oci::registry::login(None, registry, user, &password)
+        .map_err(|e| Failure::build(format!("error: {e}")))?;
     println!("Login Succeeded (credentials saved in {})", path.display());
     Ok(())
 }
@@ -170,7 +203,13 @@ fn walkdir_entries(p: &Path) -> Vec<std::path::PathBuf> {
 pub fn du(cli: &Cli) -> Result<()> {
     let root = crate::store_root(cli);
     println!("{:<14} {:>12} {:>10}", "KIND", "SIZE", "ENTRIES");
-    for (kind, dir) in [("blobs", "blobs"), ("snapshots", "snapshots"), ("cache mounts", "cache-mounts"), ("cache index", "cache"), ("images", "images")] {
+    for (kind, dir) in [
+        ("blobs", "blobs"),
+        ("snapshots", "snapshots"),
+        ("cache mounts", "cache-mounts"),
+        ("cache index", "cache"),
+        ("images", "images"),
+    ] {
         let (bytes, count) = dir_size(&root.join(dir));
         println!("{:<14} {:>12} {:>10}", kind, crate::progress::human_bytes(bytes), count);
     }

@@ -45,8 +45,11 @@ pub type Result<T> = std::result::Result<T, Failure>;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("strata={0},strata_executor={0},strata_solver={0},strata_oci={0}", cli.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "strata={0},strata_executor={0},strata_solver={0},strata_oci={0}",
+        cli.log_level
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

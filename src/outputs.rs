@@ -23,7 +23,11 @@ use crate::cli::{BuildArgs, Cli, PushArgs};
 use crate::{Failure, Result};
 
 /// `SOURCE_DATE_EPOCH` from `--source-date-epoch`, the build arg, or the environment.
-pub fn source_date_epoch(args: &BuildArgs, build_args: &BTreeMap<String, String>, context: &Path) -> Result<Option<i64>> {
+pub fn source_date_epoch(
+    args: &BuildArgs,
+    build_args: &BTreeMap<String, String>,
+    context: &Path,
+) -> Result<Option<i64>> {
     let raw = args
         .source_date_epoch
         .clone()
@@ -38,12 +42,13 @@ pub fn source_date_epoch(args: &BuildArgs, build_args: &BTreeMap<String, String>
             .output()
             .map_err(|e| Failure::usage(format!("error: --source-date-epoch=git: cannot run git: {e}")))?;
         let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        return s
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| Failure::usage(format!("error: --source-date-epoch=git: {} has no git commit", context.display())));
+        return s.parse::<i64>().map(Some).map_err(|_| {
+            Failure::usage(format!("error: --source-date-epoch=git: {} has no git commit", context.display()))
+        });
     }
-    raw.parse::<i64>().map(Some).map_err(|_| Failure::usage(format!("error: SOURCE_DATE_EPOCH={raw:?} is not a number of seconds")))
+    raw.parse::<i64>()
+        .map(Some)
+        .map_err(|_| Failure::usage(format!("error: SOURCE_DATE_EPOCH={raw:?} is not a number of seconds")))
 }
 
 /// One parsed `-o` entry.
@@ -65,7 +70,13 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec> {
         }
     }
     // `-o DIR` means type=local,dest=DIR; `-o -` a tar on stdout.
-    let kind = kind.unwrap_or_else(|| if attrs.get("dest").map(|d| d == "-").unwrap_or(false) { "tar".into() } else { "local".into() });
+    let kind = kind.unwrap_or_else(|| {
+        if attrs.get("dest").map(|d| d == "-").unwrap_or(false) {
+            "tar".into()
+        } else {
+            "local".into()
+        }
+    });
     Ok(OutputSpec { kind, attrs })
 }
 
@@ -85,7 +96,11 @@ pub struct Exported {
     pub config_digest: Digest,
 }
 
-fn export_options(spec: Option<&OutputSpec>, epoch: Option<i64>, annotations: BTreeMap<String, String>) -> Result<ExportOptions> {
+fn export_options(
+    spec: Option<&OutputSpec>,
+    epoch: Option<i64>,
+    annotations: BTreeMap<String, String>,
+) -> Result<ExportOptions> {
     let mut o = ExportOptions { source_date_epoch: epoch, annotations, ..Default::default() };
     let Some(spec) = spec else { return Ok(o) };
     if spec.kind == "docker" {
@@ -97,13 +112,20 @@ fn export_options(spec: Option<&OutputSpec>, epoch: Option<i64>, annotations: BT
     // OCI layouts and registries get compressed layers afterwards (recompress), on
     // every core.
     let default_uncompressed = true;
-    let level = spec.attrs.get("compression-level").map(|l| l.parse::<i32>()).transpose().map_err(|_| Failure::usage("error: compression-level must be a number"))?;
+    let level = spec
+        .attrs
+        .get("compression-level")
+        .map(|l| l.parse::<i32>())
+        .transpose()
+        .map_err(|_| Failure::usage("error: compression-level must be a number"))?;
     match spec.attrs.get("compression").map(String::as_str) {
         None if default_uncompressed => o.compression = Compression::Uncompressed,
         None | Some("gzip") => o.compression = Compression::Gzip { level: level.unwrap_or(6).clamp(0, 9) as u32 },
         Some("zstd") => o.compression = Compression::Zstd { level: level.unwrap_or(3) },
         Some("uncompressed") => o.compression = Compression::Uncompressed,
-        Some(other) => return Err(Failure::usage(format!("error: compression={other}: expected gzip, zstd or uncompressed"))),
+        Some(other) => {
+            return Err(Failure::usage(format!("error: compression={other}: expected gzip, zstd or uncompressed")))
+        }
     }
     if let Some(v) = spec.attrs.get("oci-mediatypes") {
         o.oci_media_types = v == "true";
@@ -112,7 +134,17 @@ fn export_options(spec: Option<&OutputSpec>, epoch: Option<i64>, annotations: BT
         o.force_compression = v == "true";
     }
     for k in spec.attrs.keys() {
-        let known = ["dest", "tar", "name", "compression", "compression-level", "force-compression", "oci-mediatypes", "push", "annotation"];
+        let known = [
+            "dest",
+            "tar",
+            "name",
+            "compression",
+            "compression-level",
+            "force-compression",
+            "oci-mediatypes",
+            "push",
+            "annotation",
+        ];
         if !known.contains(&k.as_str()) && !k.starts_with("annotation.") {
             return Err(Failure::usage(format!("error: output type={}: unknown attribute {k:?}", spec.kind)));
         }
@@ -149,7 +181,11 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     for s in &specs {
         match s.kind.as_str() {
             "image" | "oci" | "docker" | "local" | "tar" | "registry" => {}
-            other => return Err(Failure::usage(format!("error: unknown output type {other:?} (image, oci, docker, local, tar, registry)"))),
+            other => {
+                return Err(Failure::usage(format!(
+                    "error: unknown output type {other:?} (image, oci, docker, local, tar, registry)"
+                )))
+            }
         }
         if s.kind == "oci" && !s.attrs.contains_key("dest") {
             return Err(Failure::usage("error: type=oci needs dest=FILE or dest=DIR"));
@@ -165,7 +201,9 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     }
     let mut annotations = BTreeMap::new();
     for a in &args.annotations {
-        let (k, v) = a.split_once('=').ok_or_else(|| Failure::usage(format!("error: --annotation {a:?}: expected KEY=VALUE")))?;
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("error: --annotation {a:?}: expected KEY=VALUE")))?;
         annotations.insert(k.trim_start_matches("manifest:").to_string(), v.to_string());
     }
     let default_spec = OutputSpec { kind: "image".into(), attrs: BTreeMap::new() };
@@ -198,7 +236,9 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     for s in specs.iter().filter(|s| s.kind == "oci") {
         let dest = s.attrs.get("dest").cloned().unwrap_or_default();
         let compression = match (s.attrs.get("compression").map(String::as_str), s.attrs.get("compression-level")) {
-            (None | Some("gzip"), level) => Compression::Gzip { level: level.and_then(|l| l.parse().ok()).unwrap_or(6).min(9) },
+            (None | Some("gzip"), level) => {
+                Compression::Gzip { level: level.and_then(|l| l.parse().ok()).unwrap_or(6).min(9) }
+            }
             _ => Compression::Uncompressed, // zstd / uncompressed were applied when the layers were written
         };
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -206,7 +246,10 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
             .map_err(|e| Failure::build(format!("error: compressing layers for {dest}: {e}")))?;
         desc.platform = Some(built.config.platform());
         if let Some(first) = args.tags.first() {
-            desc.annotations.insert("io.containerd.image.name".into(), Reference::parse(first).map(|r| r.to_string()).unwrap_or_else(|_| first.clone()));
+            desc.annotations.insert(
+                "io.containerd.image.name".into(),
+                Reference::parse(first).map(|r| r.to_string()).unwrap_or_else(|_| first.clone()),
+            );
         }
         let entries = vec![(desc, layout_tag(&args.tags).or_else(|| Some("latest".into())))];
         let as_tar = s.attrs.get("tar").map(|v| v != "false").unwrap_or(true);
@@ -218,24 +261,30 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
             "docker" => {
                 let names = s.attrs.get("name").map(|n| vec![n.clone()]).unwrap_or_else(|| args.tags.clone());
                 let oci = s.attrs.get("oci-mediatypes").is_some_and(|v| v == "true");
-                strata_exporter::docker_archive::write_docker_image_to(&dest, req.store, &built.manifest, &names, oci).map_err(|e| e.to_string())
+                strata_exporter::docker_archive::write_docker_image_to(&dest, req.store, &built.manifest, &names, oci)
+                    .map_err(|e| e.to_string())
             }
             kind => {
                 let dirs: Vec<PathBuf> = req.layers.iter().map(|l| req.worker.snapshots().layer_dir(l)).collect();
-                strata_exporter::rootfs::export_rootfs_to(&dest, &dirs, kind == "tar", req.epoch).map(|_| ()).map_err(|e| e.to_string())
+                strata_exporter::rootfs::export_rootfs_to(&dest, &dirs, kind == "tar", req.epoch)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
         };
         res.map_err(|e| Failure::build(format!("error: output type={} dest={dest}: {e}", s.kind)))?;
     }
     req.progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
     if !push_to.is_empty() {
-        let client = RegistryClient::new(crate::registry_options(req.cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
+        let client =
+            RegistryClient::new(crate::registry_options(req.cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
         for target in &push_to {
-            push_image_to(&client, req.store, &built.manifest, target, PushOptions::default().jobs, &req.progress).await?;
+            push_image_to(&client, req.store, &built.manifest, target, PushOptions::default().jobs, &req.progress)
+                .await?;
         }
     }
     if let Some(f) = &args.iidfile {
-        std::fs::write(f, built.config_digest.to_string()).map_err(|e| Failure::build(format!("error: --iidfile {}: {e}", f.display())))?;
+        std::fs::write(f, built.config_digest.to_string())
+            .map_err(|e| Failure::build(format!("error: --iidfile {}: {e}", f.display())))?;
     }
     if let Some(f) = &args.metadata_file {
         let meta = serde_json::json!({
@@ -244,18 +293,21 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
             "containerimage.descriptor": built.manifest,
             "image.name": args.tags.join(","),
         });
-        std::fs::write(f, serde_json::to_vec_pretty(&meta).unwrap_or_default()).map_err(|e| Failure::build(format!("error: --metadata-file {}: {e}", f.display())))?;
+        std::fs::write(f, serde_json::to_vec_pretty(&meta).unwrap_or_default())
+            .map_err(|e| Failure::build(format!("error: --metadata-file {}: {e}", f.display())))?;
     }
     Ok(Exported { manifest_digest: built.manifest.digest, config_digest: built.config_digest })
 }
 
 fn write_layout(store: &BlobStore, dest: &str, as_tar: bool, entries: &[(Descriptor, Option<String>)]) -> Result<()> {
     if !as_tar {
-        return LayoutWriter::write_dir(Path::new(dest), store, entries).map_err(|e| Failure::build(format!("error: writing the OCI layout {dest}: {e}")));
+        return LayoutWriter::write_dir(Path::new(dest), store, entries)
+            .map_err(|e| Failure::build(format!("error: writing the OCI layout {dest}: {e}")));
     }
     if dest == "-" {
         let out = std::io::stdout().lock();
-        LayoutWriter::write_tar(std::io::BufWriter::new(out), store, entries).map_err(|e| Failure::build(format!("error: writing the OCI layout to stdout: {e}")))?;
+        LayoutWriter::write_tar(std::io::BufWriter::new(out), store, entries)
+            .map_err(|e| Failure::build(format!("error: writing the OCI layout to stdout: {e}")))?;
         return Ok(());
     }
     let path = PathBuf::from(dest);
@@ -339,7 +391,11 @@ async fn push_image_to(
     let last_line: std::sync::Mutex<std::collections::HashMap<Digest, std::time::Instant>> = Default::default();
     let on_event = |e: PushEvent| {
         let status = |digest: &Digest, message: String| {
-            progress.send(ProgressEvent::Status { vertex: vertex.clone(), name: format!("pushing {}", short_digest(digest)), message })
+            progress.send(ProgressEvent::Status {
+                vertex: vertex.clone(),
+                name: format!("pushing {}", short_digest(digest)),
+                message,
+            })
         };
         let transfer = |digest: &Digest, current: u64, total: u64| {
             progress.send(ProgressEvent::Transfer {
@@ -361,10 +417,13 @@ async fn push_image_to(
                 }
             }
             PushEvent::Uploaded { digest, size } => transfer(&digest, size, size),
-            PushEvent::Interrupted { digest, resume_at, reason } if resume_at > 0 => {
-                status(&digest, format!("interrupted ({reason}); resuming at {}", crate::progress::human_bytes(resume_at)))
+            PushEvent::Interrupted { digest, resume_at, reason } if resume_at > 0 => status(
+                &digest,
+                format!("interrupted ({reason}); resuming at {}", crate::progress::human_bytes(resume_at)),
+            ),
+            PushEvent::Interrupted { digest, reason, .. } => {
+                status(&digest, format!("interrupted ({reason}); starting over"))
             }
-            PushEvent::Interrupted { digest, reason, .. } => status(&digest, format!("interrupted ({reason}); starting over")),
             PushEvent::ManifestPushed { digest, reference } => progress.send(ProgressEvent::Status {
                 vertex: vertex.clone(),
                 name: format!("pushing manifest {}", short_digest(&digest)),
@@ -398,7 +457,8 @@ async fn push_image_to(
 
 /// `strata push NAME`: push a named image of the local store to the registry in NAME.
 pub async fn push_command(cli: &Cli, p: &PushArgs) -> Result<()> {
-    let target = Reference::parse(&p.name).map_err(|e| Failure::usage(format!("error: strata push {}: {e}", p.name)))?;
+    let target =
+        Reference::parse(&p.name).map_err(|e| Failure::usage(format!("error: strata push {}: {e}", p.name)))?;
     let root = crate::store_root(cli);
     let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
     let full = target.to_string();
@@ -409,7 +469,8 @@ pub async fn push_command(cli: &Cli, p: &PushArgs) -> Result<()> {
         ))
     })?;
     let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
-    let client = RegistryClient::new(crate::registry_options(cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let client =
+        RegistryClient::new(crate::registry_options(cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
     let mode = crate::progress::effective_mode(p.progress, false);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let sink = ProgressSink::new(tx);
@@ -431,7 +492,9 @@ pub fn save_command(cli: &Cli, name: &str, output: &Path, format: &str) -> Resul
     let root = crate::store_root(cli);
     let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
     let full = Reference::parse(name).map(|r| r.to_string()).unwrap_or_else(|_| name.to_string());
-    let img = names.get(&full).ok_or_else(|| Failure::build(format!("error: no image named {full} in {}", root.display())))?;
+    let img = names
+        .get(&full)
+        .ok_or_else(|| Failure::build(format!("error: no image named {full} in {}", root.display())))?;
     let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
     if format == "docker" {
         let dest = output.to_string_lossy();

@@ -184,8 +184,14 @@ fn closure(store_blobs: &Path, root: &Digest, out: &mut BTreeSet<Object>) {
         if meta.len() > MAX_MANIFEST_BYTES {
             continue;
         }
-        let Ok(v) = fs::read(&path).map_err(|_| ()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ())) else { continue };
-        let digest_of = |x: &serde_json::Value| x.get("digest").and_then(|d| d.as_str()).and_then(|s| s.parse::<Digest>().ok());
+        let Ok(v) = fs::read(&path)
+            .map_err(|_| ())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ()))
+        else {
+            continue;
+        };
+        let digest_of =
+            |x: &serde_json::Value| x.get("digest").and_then(|d| d.as_str()).and_then(|s| s.parse::<Digest>().ok());
         if let Some(ms) = v.get("manifests").and_then(|m| m.as_array()) {
             stack.extend(ms.iter().filter_map(digest_of));
         }
@@ -251,8 +257,14 @@ fn parse_options(all: bool, keep: Option<&str>, filter: &[String]) -> Result<Opt
     let mut until = None;
     for f in filter {
         match f.split_once('=') {
-            Some(("until", v)) => until = Some(parse_duration(v).map_err(|e| Failure::usage(format!("error: --filter until: {e}")))?),
-            _ => return Err(Failure::usage(format!("error: --filter {f:?}: only until=DURATION is supported (e.g. until=24h)"))),
+            Some(("until", v)) => {
+                until = Some(parse_duration(v).map_err(|e| Failure::usage(format!("error: --filter until: {e}")))?)
+            }
+            _ => {
+                return Err(Failure::usage(format!(
+                    "error: --filter {f:?}: only until=DURATION is supported (e.g. until=24h)"
+                )))
+            }
         }
     }
     Ok(Options { all, keep, until })
@@ -265,7 +277,8 @@ pub fn run(cli: &Cli, all: bool, keep: Option<&str>, filter: &[String]) -> Resul
         println!("Nothing to prune: {} does not exist", root.display());
         return Ok(());
     }
-    let _lock = exclusive_lock(&root).map_err(|e| Failure::build(format!("error: locking {}: {e}", root.join(LOCK_FILE).display())))?;
+    let _lock = exclusive_lock(&root)
+        .map_err(|e| Failure::build(format!("error: locking {}: {e}", root.join(LOCK_FILE).display())))?;
     let report = prune(&root, &opts)?;
     report.print(&opts);
     Ok(())
@@ -290,7 +303,11 @@ impl Report {
             format!("{} blob{}", self.blobs, if self.blobs == 1 { "" } else { "s" }),
         ];
         if self.resolutions > 0 {
-            parts.push(format!("{} base-image resolution{}", self.resolutions, if self.resolutions == 1 { "" } else { "s" }));
+            parts.push(format!(
+                "{} base-image resolution{}",
+                self.resolutions,
+                if self.resolutions == 1 { "" } else { "s" }
+            ));
         }
         if opts.all {
             parts.push(format!("{} cache mount{}", self.cache_mounts, if self.cache_mounts == 1 { "" } else { "s" }));
@@ -298,7 +315,9 @@ impl Report {
         println!("Deleted {}", parts.join(", "));
         println!("Total reclaimed space: {}", human_bytes(self.reclaimed));
         match opts.keep {
-            Some(limit) => println!("Blobs and snapshots now: {} (limit {})", human_bytes(self.remaining), human_bytes(limit)),
+            Some(limit) => {
+                println!("Blobs and snapshots now: {} (limit {})", human_bytes(self.remaining), human_bytes(limit))
+            }
             None => println!("Blobs and snapshots now: {}", human_bytes(self.remaining)),
         }
     }
@@ -406,10 +425,14 @@ fn prune(root: &Path, opts: &Options) -> Result<Report> {
     let swept = |o: &Object, refcount: &HashMap<&Object, usize>, st: &Stat| -> bool {
         !permanent.contains(o) && refcount.get(o).copied().unwrap_or(0) == 0 && older(st.mtime)
     };
-    let mut remaining: u64 = overhead + objects.iter().filter(|(o, st)| !swept(o, &refcount, st)).map(|(_, st)| st.size).sum::<u64>();
+    let mut remaining: u64 =
+        overhead + objects.iter().filter(|(o, st)| !swept(o, &refcount, st)).map(|(_, st)| st.size).sum::<u64>();
     if let Some(limit) = opts.keep {
-        let mut candidates: Vec<usize> = (0..records.len()).filter(|&i| !dropped[i] && older(records[i].created)).collect();
-        candidates.sort_by(|&a, &b| records[a].created.cmp(&records[b].created).then_with(|| records[a].path.cmp(&records[b].path)));
+        let mut candidates: Vec<usize> =
+            (0..records.len()).filter(|&i| !dropped[i] && older(records[i].created)).collect();
+        candidates.sort_by(|&a, &b| {
+            records[a].created.cmp(&records[b].created).then_with(|| records[a].path.cmp(&records[b].path))
+        });
         for i in candidates {
             if remaining <= limit {
                 break;

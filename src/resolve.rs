@@ -33,8 +33,22 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new(client: RegistryClient, store: BlobStore, root: PathBuf, policy: PullPolicy, progress: ProgressSink) -> Self {
-        Resolver { client, store, root, policy, progress, handle: tokio::runtime::Handle::current(), cache: HashMap::new() }
+    pub fn new(
+        client: RegistryClient,
+        store: BlobStore,
+        root: PathBuf,
+        policy: PullPolicy,
+        progress: ProgressSink,
+    ) -> Self {
+        Resolver {
+            client,
+            store,
+            root,
+            policy,
+            progress,
+            handle: tokio::runtime::Handle::current(),
+            cache: HashMap::new(),
+        }
     }
 
     fn remembered_path(&self, reference: &str, platform: &Platform) -> PathBuf {
@@ -61,7 +75,8 @@ impl Resolver {
                 return Err(format!("layer {} missing", l.digest));
             }
         }
-        let config = serde_json::from_slice(&self.store.read_blob(&manifest.config.digest).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let config = serde_json::from_slice(&self.store.read_blob(&manifest.config.digest).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
         Ok(ResolvedImage { reference: reference.to_string(), manifest_digest: manifest_digest.to_string(), config })
     }
 
@@ -78,7 +93,11 @@ impl Resolver {
         let layout = OciLayout::open(&path).map_err(|e| format!("oci-layout://{spec}: {e}"))?;
         let desc = layout.resolve(sel.as_deref()).map_err(|e| format!("oci-layout://{spec}: {e}"))?;
         let img = layout.import_image(&desc, platform, &self.store).map_err(|e| format!("oci-layout://{spec}: {e}"))?;
-        Ok(ResolvedImage { reference: format!("oci-layout://{spec}"), manifest_digest: img.manifest_digest.to_string(), config: img.config })
+        Ok(ResolvedImage {
+            reference: format!("oci-layout://{spec}"),
+            manifest_digest: img.manifest_digest.to_string(),
+            config: img.config,
+        })
     }
 
     fn resolve_registry(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
@@ -92,12 +111,17 @@ impl Resolver {
         let name = format!("[internal] load metadata for {}", r);
         self.progress.send(ProgressEvent::Started { vertex: vertex.clone(), name: name.clone() });
         let started = std::time::Instant::now();
-        let pulled = tokio::task::block_in_place(|| self.handle.block_on(self.client.pull_image(&r, platform, &self.store)));
+        let pulled =
+            tokio::task::block_in_place(|| self.handle.block_on(self.client.pull_image(&r, platform, &self.store)));
         match pulled {
             Ok(p) => {
                 self.progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
                 self.remember(reference, platform, &p.manifest_digest.to_string());
-                Ok(ResolvedImage { reference: r.to_string(), manifest_digest: p.manifest_digest.to_string(), config: p.config })
+                Ok(ResolvedImage {
+                    reference: r.to_string(),
+                    manifest_digest: p.manifest_digest.to_string(),
+                    config: p.config,
+                })
             }
             Err(e) => {
                 self.progress.send(ProgressEvent::Failed { vertex, name, error: e.to_string() });

@@ -25,12 +25,24 @@ pub struct TtyView {
 
 impl TtyView {
     pub fn new() -> Self {
-        TtyView { steps: Vec::new(), index: HashMap::new(), drawn_lines: 0, last_draw: Instant::now(), start: Instant::now() }
+        TtyView {
+            steps: Vec::new(),
+            index: HashMap::new(),
+            drawn_lines: 0,
+            last_draw: Instant::now(),
+            start: Instant::now(),
+        }
     }
 
     fn step(&mut self, vertex: &str, name: &str) -> &mut Step {
         let i = *self.index.entry(vertex.to_string()).or_insert_with(|| {
-            self.steps.push(Step { name: name.to_string(), state: "waiting", started: Instant::now(), finished: None, tail: VecDeque::new() });
+            self.steps.push(Step {
+                name: name.to_string(),
+                state: "waiting",
+                started: Instant::now(),
+                finished: None,
+                tail: VecDeque::new(),
+            });
             self.steps.len() - 1
         });
         &mut self.steps[i]
@@ -86,7 +98,8 @@ impl TtyView {
         let mut lines = vec![format!("[+] Building {:.1}s", self.start.elapsed().as_secs_f64())];
         for s in &self.steps {
             let t = s.finished.unwrap_or_else(|| s.started.elapsed().as_secs_f64());
-            let state = if s.state == "running" || s.state == "waiting" { String::new() } else { format!(" {}", s.state) };
+            let state =
+                if s.state == "running" || s.state == "waiting" { String::new() } else { format!(" {}", s.state) };
             lines.push(clip(&format!(" => {}{} {:>6.1}s", s.name, state, t), width));
             if s.finished.is_none() {
                 for l in &s.tail {

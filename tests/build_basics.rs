@@ -13,7 +13,17 @@ fn hello_example_builds_runs_and_caches() {
     let out = work.path().join("hello.tar");
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello");
     let ctx = busybox_context(&env);
-    let args = ["build", "--progress=plain", "--build-context", &ctx, "-t", "hello", "--output", &format!("type=oci,dest={}", out.display()), example];
+    let args = [
+        "build",
+        "--progress=plain",
+        "--build-context",
+        &ctx,
+        "-t",
+        "hello",
+        "--output",
+        &format!("type=oci,dest={}", out.display()),
+        example,
+    ];
     let o = strata(root.path(), &args);
     assert!(o.status.success(), "build failed: {}", text(&o));
     let rootfs = umoci_unpack(&out, work.path(), "latest");
@@ -38,7 +48,11 @@ fn changing_one_context_file_reruns_only_its_readers() {
     let Some(env) = test_env() else { return };
     let root = tempfile::tempdir().unwrap();
     let ctx_dir = tempfile::tempdir().unwrap();
-    std::fs::write(ctx_dir.path().join("Dockerfile"), "FROM busybox\nRUN echo base > /base\nCOPY a.txt /a.txt\nRUN cat /a.txt > /copy\nCOPY b.txt /b.txt\n").unwrap();
+    std::fs::write(
+        ctx_dir.path().join("Dockerfile"),
+        "FROM busybox\nRUN echo base > /base\nCOPY a.txt /a.txt\nRUN cat /a.txt > /copy\nCOPY b.txt /b.txt\n",
+    )
+    .unwrap();
     std::fs::write(ctx_dir.path().join("a.txt"), "a1").unwrap();
     std::fs::write(ctx_dir.path().join("b.txt"), "b1").unwrap();
     let ctx = busybox_context(&env);
@@ -74,7 +88,8 @@ fn failing_run_exits_1_and_names_the_step() {
     let ctx_dir = tempfile::tempdir().unwrap();
     std::fs::write(ctx_dir.path().join("Dockerfile"), "FROM busybox\nRUN echo about-to-fail && false\n").unwrap();
     let ctx = busybox_context(&env);
-    let o = strata(root.path(), &["build", "--progress=plain", "--build-context", &ctx, ctx_dir.path().to_str().unwrap()]);
+    let o =
+        strata(root.path(), &["build", "--progress=plain", "--build-context", &ctx, ctx_dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let log = text(&o);
     assert!(log.contains("RUN echo about-to-fail && false"), "{log}");

@@ -4,7 +4,11 @@ mod common;
 
 use common::*;
 
-fn build_example(root: &std::path::Path, name: &str, extra: &[&str]) -> (std::process::Output, std::path::PathBuf, tempfile::TempDir) {
+fn build_example(
+    root: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) -> (std::process::Output, std::path::PathBuf, tempfile::TempDir) {
     let env = test_env().expect("test env");
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("img.tar");

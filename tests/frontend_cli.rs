@@ -11,13 +11,18 @@ fn real_dockerfiles_outline_exit_0() {
     let root = tempfile::tempdir().unwrap();
     let dir = corpus.join("real-dockerfiles");
     let mut n = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("Dockerfile").is_file()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("Dockerfile").is_file())
+        .collect();
     entries.sort();
     for case in entries {
         let df = case.join("Dockerfile");
         let o = strata(root.path(), &["build", "--call=outline", "-f", df.to_str().unwrap(), case.to_str().unwrap()]);
         assert!(o.status.success(), "{}: {}", case.display(), text(&o));
-        let parsed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(case.join("parsed.json")).unwrap()).unwrap();
+        let parsed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(case.join("parsed.json")).unwrap()).unwrap();
         // The last stage is the default target: the outline names it when it has a name.
         let stages = parsed["stages"].as_array().unwrap();
         if let Some(name) = stages.last().and_then(|s| s["name"].as_str()).filter(|n| !n.is_empty()) {
@@ -49,7 +54,11 @@ fn negative_parser_cases_exit_2_naming_the_line() {
         assert_eq!(o.status.code(), Some(2), "{}: {}", case.display(), text(&o));
         let t = text(&o);
         assert!(t.contains("Dockerfile:"), "{}: names the file: {t}", case.display());
-        assert!(t.lines().next().map(|l| l.split(':').count() >= 3).unwrap_or(false), "{}: names a line: {t}", case.display());
+        assert!(
+            t.lines().next().map(|l| l.split(':').count() >= 3).unwrap_or(false),
+            "{}: names a line: {t}",
+            case.display()
+        );
         assert!(!t.contains("panicked"), "{t}");
         n += 1;
     }
@@ -60,7 +69,8 @@ fn negative_parser_cases_exit_2_naming_the_line() {
 fn print_graph_dot_without_building() {
     let root = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch AS a\nCOPY x /x\nFROM a\nCOPY --from=a /x /y\n").unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch AS a\nCOPY x /x\nFROM a\nCOPY --from=a /x /y\n")
+        .unwrap();
     std::fs::write(ctx.path().join("x"), "x").unwrap();
     let o = strata(root.path(), &["build", "--print-graph=dot", ctx.path().to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));

@@ -22,7 +22,8 @@ RUN rm /bin/vi && rm -rf /gone /opq && mkdir /opq && echo new > /opq/new \\
 /// The real docker CLI (not a wrapper) with a daemon behind it, or None (loudly).
 fn docker() -> Option<&'static str> {
     let bin = "/usr/bin/docker";
-    let ok = Path::new(bin).exists() && Command::new(bin).arg("info").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok =
+        Path::new(bin).exists() && Command::new(bin).arg("info").output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
         eprintln!("\n*** SKIPPED PART: {bin} or its daemon is unavailable: docker load/run NOT checked ***\n");
         return None;
@@ -115,7 +116,10 @@ fn local_tar_and_docker_outputs() {
     run(Command::new("tar").arg("-xf").arg(&tar_file).arg("-C").arg(&x));
     assert_eq!(std::fs::read_to_string(x.join("hard")).unwrap(), "hello-from-strata\n");
     // `-o -` streams the same bytes to standard output.
-    let o = strata(root.path(), &["build", "--progress=plain", "--build-context", &ctx, "-o", "-", ctx_dir.to_str().unwrap()]);
+    let o = strata(
+        root.path(),
+        &["build", "--progress=plain", "--build-context", &ctx, "-o", "-", ctx_dir.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(o.stdout == std::fs::read(&tar_file).unwrap(), "tar on stdout differs from the tar file");
 
@@ -123,12 +127,17 @@ fn local_tar_and_docker_outputs() {
     let image = format!("strata-outputs-test:{}", std::process::id());
     let archive = work.path().join("image.tar");
     build(root.path(), &ctx, &ctx_dir, &["-t", &image, "-o", &format!("type=docker,dest={}", archive.display())]);
-    let leftovers: Vec<_> = std::fs::read_dir(work.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
     let unpacked = work.path().join("archive");
     std::fs::create_dir_all(&unpacked).unwrap();
     run(Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&unpacked));
-    let mj: serde_json::Value = serde_json::from_slice(&std::fs::read(unpacked.join("manifest.json")).unwrap()).unwrap();
+    let mj: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(unpacked.join("manifest.json")).unwrap()).unwrap();
     let entries = mj.as_array().expect("manifest.json is a list");
     assert_eq!(entries.len(), 1);
     let config = entries[0]["Config"].as_str().unwrap();
@@ -140,18 +149,24 @@ fn local_tar_and_docker_outputs() {
         assert!(unpacked.join(l.as_str().unwrap()).is_file(), "{l} missing");
     }
     assert!(unpacked.join("oci-layout").is_file());
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(unpacked.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(unpacked.join("index.json")).unwrap()).unwrap();
     let desc = &index["manifests"][0];
     assert_eq!(desc["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
     assert_eq!(desc["annotations"]["io.containerd.image.name"], format!("docker.io/library/{image}"));
-    let manifest_path = unpacked.join("blobs/sha256").join(desc["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+    let manifest_path =
+        unpacked.join("blobs/sha256").join(desc["digest"].as_str().unwrap().trim_start_matches("sha256:"));
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
     assert_eq!(manifest["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
     for l in manifest["layers"].as_array().unwrap() {
         // Built layers stay plain tars (as Docker's own image store keeps them); base
         // layers keep the compression they were pulled with.
         let mt = l["mediaType"].as_str().unwrap();
-        assert!(mt == "application/vnd.docker.image.rootfs.diff.tar.gzip" || mt == "application/vnd.docker.image.rootfs.diff.tar", "{mt}");
+        assert!(
+            mt == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+                || mt == "application/vnd.docker.image.rootfs.diff.tar",
+            "{mt}"
+        );
     }
     let listing = run(Command::new("tar").args(["--numeric-owner", "-tvf"]).arg(&archive));
     assert!(listing.lines().all(|l| l.split_whitespace().nth(1) == Some("0/0")), "{listing}");
@@ -196,7 +211,11 @@ fn prune_keeps_named_images_and_fits_the_limit() {
         .map(|n| {
             let d = work.path().join(format!("ctx{n}"));
             std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("Dockerfile"), format!("FROM busybox\nRUN head -c 4000000 /dev/urandom > /big && echo build-{n} > /n\n")).unwrap();
+            std::fs::write(
+                d.join("Dockerfile"),
+                format!("FROM busybox\nRUN head -c 4000000 /dev/urandom > /big && echo build-{n} > /n\n"),
+            )
+            .unwrap();
             d
         })
         .collect();
@@ -210,7 +229,10 @@ fn prune_keeps_named_images_and_fits_the_limit() {
     let o = strata(root.path(), &["prune"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("Total reclaimed space"), "{}", text(&o));
-    let o = strata(root.path(), &["build", "--progress=plain", "--build-context", &ctx, "-t", name, dirs[2].to_str().unwrap()]);
+    let o = strata(
+        root.path(),
+        &["build", "--progress=plain", "--build-context", &ctx, "-t", name, dirs[2].to_str().unwrap()],
+    );
     assert!(o.status.success() && text(&o).contains("0 steps run"), "{}", text(&o));
 
     let o = strata(root.path(), &["prune", "--keep-storage", "10MB"]);
@@ -247,7 +269,10 @@ fn prune_keeps_named_images_and_fits_the_limit() {
     // --all drops the whole build cache but never a named image's blobs.
     let o = strata(root.path(), &["prune", "--all"]);
     assert!(o.status.success(), "{}", text(&o));
-    let snaps: Vec<_> = std::fs::read_dir(root.path().join("snapshots")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let snaps: Vec<_> = std::fs::read_dir(root.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(snaps, ["empty"], "no snapshot left after prune --all");
     assert_eq!(std::fs::read_dir(root.path().join("cache")).unwrap().count(), 0);
     for n in [name, "again"] {

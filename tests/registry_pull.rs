@@ -22,7 +22,8 @@ fn build_from(root: &std::path::Path, from: &str, extra: &[&str], envs: &[(&str,
 fn docker_config(user: &str, pass: &str, registry: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let auth = base64_encode(format!("{user}:{pass}").as_bytes());
-    std::fs::write(d.path().join("config.json"), format!("{{\"auths\":{{\"{registry}\":{{\"auth\":\"{auth}\"}}}}}}")).unwrap();
+    std::fs::write(d.path().join("config.json"), format!("{{\"auths\":{{\"{registry}\":{{\"auth\":\"{auth}\"}}}}}}"))
+        .unwrap();
     d
 }
 
@@ -52,7 +53,12 @@ fn pulls_from_plain_tls_and_token_registries() {
 
     let tls = &env["RIG_TLS_REGISTRY"];
     let cfg = docker_config(&env["RIG_USER"], &env["RIG_PASS"], tls);
-    let o = build_from(root.path(), &format!("{tls}/library/busybox:latest"), &["--tls-ca", &env["RIG_CA"]], &[("DOCKER_CONFIG", cfg.path().to_str().unwrap())]);
+    let o = build_from(
+        root.path(),
+        &format!("{tls}/library/busybox:latest"),
+        &["--tls-ca", &env["RIG_CA"]],
+        &[("DOCKER_CONFIG", cfg.path().to_str().unwrap())],
+    );
     assert!(o.status.success(), "tls + basic auth: {}", text(&o));
 
     let token = format!("{}/library/busybox:latest", env["RIG_TOKEN_REGISTRY"]);
@@ -67,18 +73,34 @@ fn arm64_variant_and_digest_reference() {
     let reg = &env["RIG_REGISTRY"];
     // The arm64 manifest is selected from the index (the RUN is emulated when QEMU is registered).
     let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {reg}/library/busybox:latest\nCOPY Dockerfile /\n")).unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {reg}/library/busybox:latest\nCOPY Dockerfile /\n"))
+        .unwrap();
     let out = ctx.path().join("img.tar");
-    let o = strata(root.path(), &["build", "--platform", "linux/arm64", "-o", &format!("type=oci,dest={}", out.display()), ctx.path().to_str().unwrap()]);
+    let o = strata(
+        root.path(),
+        &[
+            "build",
+            "--platform",
+            "linux/arm64",
+            "-o",
+            &format!("type=oci,dest={}", out.display()),
+            ctx.path().to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let work = tempfile::tempdir().unwrap();
     Command::new("tar").arg("-xf").arg(&out).arg("-C").arg(work.path()).status().unwrap();
-    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.path().join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.path().join("index.json")).unwrap()).unwrap();
     let m = &index["manifests"][0];
     assert_eq!(m["platform"]["architecture"], "arm64", "{index}");
 
     // A digest reference: resolve the index digest with skopeo, then build FROM name@digest.
-    let raw = Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{reg}/library/busybox:latest")).output().unwrap();
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reg}/library/busybox:latest"))
+        .output()
+        .unwrap();
     assert!(raw.status.success());
     let digest = format!("sha256:{}", sha256_hex(&raw.stdout));
     let o = build_from(root.path(), &format!("{reg}/library/busybox@{digest}"), &[], &[]);
@@ -86,11 +108,15 @@ fn arm64_variant_and_digest_reference() {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    let out = Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(|mut c| {
-        use std::io::Write;
-        c.stdin.take().unwrap().write_all(b)?;
-        c.wait_with_output()
-    });
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b)?;
+            c.wait_with_output()
+        });
     String::from_utf8_lossy(&out.unwrap().stdout).split_whitespace().next().unwrap().to_string()
 }
 
@@ -100,7 +126,12 @@ fn wrong_password_and_missing_tag_fail_with_exit_1_naming_registry_and_reference
     let root = tempfile::tempdir().unwrap();
     let tls = &env["RIG_TLS_REGISTRY"];
     let cfg = docker_config(&env["RIG_USER"], "wrong-password", tls);
-    let o = build_from(root.path(), &format!("{tls}/library/busybox:latest"), &["--tls-ca", &env["RIG_CA"]], &[("DOCKER_CONFIG", cfg.path().to_str().unwrap())]);
+    let o = build_from(
+        root.path(),
+        &format!("{tls}/library/busybox:latest"),
+        &["--tls-ca", &env["RIG_CA"]],
+        &[("DOCKER_CONFIG", cfg.path().to_str().unwrap())],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains(tls.as_str()) && t.contains("library/busybox"), "{t}");

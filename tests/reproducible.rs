@@ -10,7 +10,8 @@ use common::*;
 fn oci_index_digest(tar: &std::path::Path) -> String {
     let work = tempfile::tempdir().unwrap();
     assert!(Command::new("tar").arg("-xf").arg(tar).arg("-C").arg(work.path()).status().unwrap().success());
-    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.path().join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.path().join("index.json")).unwrap()).unwrap();
     index["manifests"][0]["digest"].as_str().unwrap().to_string()
 }
 
@@ -33,15 +34,29 @@ fn same_inputs_same_digests_in_fresh_roots() {
         let o = strata(
             root.path(),
             &[
-                "--jobs", jobs, "build", "--progress=plain", "--source-date-epoch", "0", "--build-context", &bb,
-                "--metadata-file", meta.to_str().unwrap(),
-                "-o", &format!("type=oci,dest={},compression={compression}", out.display()),
+                "--jobs",
+                jobs,
+                "build",
+                "--progress=plain",
+                "--source-date-epoch",
+                "0",
+                "--build-context",
+                &bb,
+                "--metadata-file",
+                meta.to_str().unwrap(),
+                "-o",
+                &format!("type=oci,dest={},compression={compression}", out.display()),
                 ctx.path().to_str().unwrap(),
             ],
         );
         assert!(o.status.success(), "{}", text(&o));
         let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
-        results.push((jobs, compression, m["containerimage.config.digest"].as_str().unwrap().to_string(), oci_index_digest(&out)));
+        results.push((
+            jobs,
+            compression,
+            m["containerimage.config.digest"].as_str().unwrap().to_string(),
+            oci_index_digest(&out),
+        ));
     }
     for c in ["gzip", "zstd"] {
         let same: Vec<_> = results.iter().filter(|r| r.1 == c).collect();

@@ -42,11 +42,18 @@ fn two_concurrent_builds_share_one_root() {
     assert!(ob.status.success(), "build b: {}", text(&ob));
     // The store is consistent: both rebuild entirely from the cache.
     for (ctx, tag) in [(&a, "a"), (&b, "b")] {
-        let o = strata(root.path(), &["build", "--progress=plain", "--build-context", &bb, "-t", tag, ctx.path().to_str().unwrap()]);
+        let o = strata(
+            root.path(),
+            &["build", "--progress=plain", "--build-context", &bb, "-t", tag, ctx.path().to_str().unwrap()],
+        );
         assert!(o.status.success() && text(&o).contains("0 steps run"), "{}", text(&o));
     }
     let images = strata(root.path(), &["images"]);
-    assert!(text(&images).contains("docker.io/library/a:latest") && text(&images).contains("docker.io/library/b:latest"), "{}", text(&images));
+    assert!(
+        text(&images).contains("docker.io/library/a:latest") && text(&images).contains("docker.io/library/b:latest"),
+        "{}",
+        text(&images)
+    );
 }
 
 #[test]
@@ -59,7 +66,8 @@ fn sigkill_mid_step_leaves_a_store_the_next_build_trusts() {
     // Wait until the RUN is running (its container exists), then SIGKILL strata.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let list = Command::new("runc").arg("--root").arg(root.path().join("runc")).args(["list", "-q"]).output().unwrap();
+        let list =
+            Command::new("runc").arg("--root").arg(root.path().join("runc")).args(["list", "-q"]).output().unwrap();
         if !String::from_utf8_lossy(&list.stdout).trim().is_empty() {
             break;
         }
@@ -69,15 +77,29 @@ fn sigkill_mid_step_leaves_a_store_the_next_build_trusts() {
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
     // The next build cleans up what the killed one left and succeeds.
-    let o = strata(root.path(), &["build", "--progress=plain", "--build-context", &bb, "-t", "killed", ctx.path().to_str().unwrap()]);
+    let o = strata(
+        root.path(),
+        &["build", "--progress=plain", "--build-context", &bb, "-t", "killed", ctx.path().to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let list = Command::new("runc").arg("--root").arg(root.path().join("runc")).args(["list", "-q"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&list.stdout).trim().is_empty(), "leftover containers: {}", String::from_utf8_lossy(&list.stdout));
+    assert!(
+        String::from_utf8_lossy(&list.stdout).trim().is_empty(),
+        "leftover containers: {}",
+        String::from_utf8_lossy(&list.stdout)
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(root.path().to_str().unwrap()), "leftover mounts under the store");
-    let tmp: Vec<_> = std::fs::read_dir(root.path().join("snapshots")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("tmp-")).collect();
+    let tmp: Vec<_> = std::fs::read_dir(root.path().join("snapshots"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
+        .collect();
     assert!(tmp.is_empty(), "leftover scratch dirs: {tmp:?}");
     // And the result is right: a third build is fully cached.
-    let o = strata(root.path(), &["build", "--progress=plain", "--build-context", &bb, "-t", "killed", ctx.path().to_str().unwrap()]);
+    let o = strata(
+        root.path(),
+        &["build", "--progress=plain", "--build-context", &bb, "-t", "killed", ctx.path().to_str().unwrap()],
+    );
     assert!(o.status.success() && text(&o).contains("0 steps run"), "{}", text(&o));
 }

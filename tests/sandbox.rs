@@ -30,7 +30,8 @@ fn run_cannot_see_host_files() {
     let marker = format!("/root/strata-host-marker-{}", std::process::id());
     std::fs::write(&marker, "host").unwrap();
     let root = tempfile::tempdir().unwrap();
-    let (o, _ctx) = build(root.path(), &format!("FROM busybox\nRUN test ! -e {marker} && echo isolated > /isolated\n"), &[]);
+    let (o, _ctx) =
+        build(root.path(), &format!("FROM busybox\nRUN test ! -e {marker} && echo isolated > /isolated\n"), &[]);
     let _ = std::fs::remove_file(&marker);
     assert!(o.status.success(), "the host file was visible or the build failed: {}", text(&o));
 }
@@ -56,7 +57,9 @@ fn network_none_has_no_network() {
     let (o, _c) = build(root.path(), &format!("FROM busybox\nRUN wget -q -O /dev/null {url}\n"), &[]);
     assert!(o.status.success(), "host network: {}", text(&o));
     // ...and with --network=none it is not, and only the loopback interface exists.
-    let df = format!("FROM busybox\nRUN --network=none ! wget -q -T 3 -O /dev/null {url} && test \"$(ls /sys/class/net)\" = lo\n");
+    let df = format!(
+        "FROM busybox\nRUN --network=none ! wget -q -T 3 -O /dev/null {url} && test \"$(ls /sys/class/net)\" = lo\n"
+    );
     let (o, _c) = build(root.path(), &df, &[]);
     assert!(o.status.success(), "network=none: {}", text(&o));
 }
@@ -67,7 +70,11 @@ fn secret_never_reaches_the_store() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let value = format!("s3cr3t-value-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let value = format!(
+        "s3cr3t-value-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    );
     let secret_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(secret_file.path(), &value).unwrap();
     let src = format!("id=tok,src={}", secret_file.path().display());

@@ -45,9 +45,7 @@ const STANDARD: u32 = SET_UID | SET_GID | RWX_U | RWX_G | RWX_O;
 /// Why a `--chmod` value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChmodError {
-    #[error(
-        "invalid chmod parameter: '{spec}'. it should be octal string and between 0 and 07777"
-    )]
+    #[error("invalid chmod parameter: '{spec}'. it should be octal string and between 0 and 07777")]
     NotOctal { spec: String },
     #[error("invalid chmod parameter: '{spec}': not a valid symbolic mode (expected clauses like u+x,g-w,o=r,a+X)")]
     Syntax { spec: String },
@@ -102,10 +100,7 @@ impl Chmod {
     /// Parse a `--chmod` value (see the module documentation for the rules).
     pub fn parse(spec: &str) -> Result<Chmod, ChmodError> {
         let kind = parse_kind(spec)?;
-        Ok(Chmod {
-            spec: spec.to_string(),
-            kind,
-        })
+        Ok(Chmod { spec: spec.to_string(), kind })
     }
 
     /// The absolute mode, when the value was octal. BuildKit also uses it (its `rwx`
@@ -139,13 +134,7 @@ impl Chmod {
                                 new |= bits;
                             }
                         }
-                        Step::CopyClass {
-                            from,
-                            targets,
-                            mask,
-                            clear,
-                            set,
-                        } => {
+                        Step::CopyClass { from, targets, mask, clear, set } => {
                             let value = match from {
                                 Class::User => (new & RWX_U) >> 6,
                                 Class::Group => (new & RWX_G) >> 3,
@@ -153,8 +142,7 @@ impl Chmod {
                             };
                             // `=` clears the whole class before copying into it.
                             let clear_value = if *set { 0o7 } else { value };
-                            let shifts =
-                                [(targets.user, 6u32), (targets.group, 3), (targets.other, 0)];
+                            let shifts = [(targets.user, 6u32), (targets.group, 3), (targets.other, 0)];
                             if *clear {
                                 for (on, shift) in shifts {
                                     if on {
@@ -192,12 +180,8 @@ impl fmt::Display for Chmod {
 }
 
 fn parse_kind(spec: &str) -> Result<Kind, ChmodError> {
-    let not_octal = || ChmodError::NotOctal {
-        spec: spec.to_string(),
-    };
-    let syntax = || ChmodError::Syntax {
-        spec: spec.to_string(),
-    };
+    let not_octal = || ChmodError::NotOctal { spec: spec.to_string() };
+    let syntax = || ChmodError::Syntax { spec: spec.to_string() };
     let bytes = spec.as_bytes();
     match bytes.first() {
         None => return Err(syntax()),
@@ -323,36 +307,16 @@ fn push_op(steps: &mut Vec<Step>, op: u8, who: u32, perm: u32) {
 
 fn push_copy(steps: &mut Vec<Step>, from: Class, who: u32, op: u8) {
     let (targets, mask) = if who != 0 {
-        (
-            Targets {
-                user: who & 0o400 != 0,
-                group: who & 0o040 != 0,
-                other: who & 0o004 != 0,
-            },
-            u32::MAX,
-        )
+        (Targets { user: who & 0o400 != 0, group: who & 0o040 != 0, other: who & 0o004 != 0 }, u32::MAX)
     } else {
-        (
-            Targets {
-                user: true,
-                group: true,
-                other: true,
-            },
-            u32::MAX,
-        )
+        (Targets { user: true, group: true, other: true }, u32::MAX)
     };
     let (clear, set) = match op {
         b'+' => (false, true),
         b'-' => (true, false),
         _ => (true, true),
     };
-    steps.push(Step::CopyClass {
-        from,
-        targets,
-        mask,
-        clear,
-        set,
-    });
+    steps.push(Step::CopyClass { from, targets, mask, clear, set });
 }
 
 #[cfg(test)]
@@ -370,18 +334,9 @@ mod tests {
         assert_eq!(ap("4755", 0o600, false), 0o4755);
         assert_eq!(ap("0", 0o777, false), 0);
         assert_eq!(Chmod::parse("0755").unwrap().octal(), Some(0o755));
-        assert!(matches!(
-            Chmod::parse("10000"),
-            Err(ChmodError::NotOctal { .. })
-        ));
-        assert!(matches!(
-            Chmod::parse("0999"),
-            Err(ChmodError::NotOctal { .. })
-        ));
-        assert!(matches!(
-            Chmod::parse("7x"),
-            Err(ChmodError::NotOctal { .. })
-        ));
+        assert!(matches!(Chmod::parse("10000"), Err(ChmodError::NotOctal { .. })));
+        assert!(matches!(Chmod::parse("0999"), Err(ChmodError::NotOctal { .. })));
+        assert!(matches!(Chmod::parse("7x"), Err(ChmodError::NotOctal { .. })));
     }
 
     #[test]
@@ -426,10 +381,7 @@ mod tests {
     #[test]
     fn syntax_errors() {
         for bad in ["", "u", "u+r,", "z+x", "u!x", "+x,", ","] {
-            assert!(
-                matches!(Chmod::parse(bad), Err(ChmodError::Syntax { .. })),
-                "{bad:?}"
-            );
+            assert!(matches!(Chmod::parse(bad), Err(ChmodError::Syntax { .. })), "{bad:?}");
         }
     }
 }

@@ -69,7 +69,11 @@ impl StatCache {
             hash: String::new(),
         };
         if let Some(e) = self.entries.lock().expect("stat cache lock").get(rel) {
-            if e.size == probe.size && e.mtime_ns == probe.mtime_ns && e.ctime_ns == probe.ctime_ns && e.ino == probe.ino {
+            if e.size == probe.size
+                && e.mtime_ns == probe.mtime_ns
+                && e.ctime_ns == probe.ctime_ns
+                && e.ino == probe.ino
+            {
                 return Ok(e.hash.clone());
             }
         }
@@ -84,7 +88,10 @@ impl StatCache {
             h.update(&buf[..n]);
         }
         let hash = h.finalize().to_hex().to_string();
-        self.entries.lock().expect("stat cache lock").insert(rel.to_string(), StatEntry { hash: hash.clone(), ..probe });
+        self.entries
+            .lock()
+            .expect("stat cache lock")
+            .insert(rel.to_string(), StatEntry { hash: hash.clone(), ..probe });
         *self.dirty.lock().expect("stat cache lock") = true;
         Ok(hash)
     }
@@ -175,7 +182,8 @@ pub fn expand_source(root: &Path, source: &str) -> Vec<String> {
                 continue;
             }
             let Ok(rd) = fs::read_dir(&dir) else { continue };
-            let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            let mut names: Vec<String> =
+                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
             names.sort();
             for n in names {
                 if segment_matches(seg, &n) {
@@ -190,7 +198,12 @@ pub fn expand_source(root: &Path, source: &str) -> Vec<String> {
 
 /// The content hash of what `sources` select in `ctx` (after its ignore rules and the
 /// extra `exclude` rule): paths, types, modes, sizes, contents, symlink targets.
-pub fn selection_hash(ctx: &LocalContext, cache: &StatCache, sources: &[String], exclude: &ExcludeFn) -> io::Result<[u8; 32]> {
+pub fn selection_hash(
+    ctx: &LocalContext,
+    cache: &StatCache,
+    sources: &[String],
+    exclude: &ExcludeFn,
+) -> io::Result<[u8; 32]> {
     let mut h = blake3::Hasher::new();
     for src in sources {
         h.update(b"source\0");
@@ -202,7 +215,13 @@ pub fn selection_hash(ctx: &LocalContext, cache: &StatCache, sources: &[String],
     Ok(*h.finalize().as_bytes())
 }
 
-fn hash_tree(ctx: &LocalContext, cache: &StatCache, rel: &str, exclude: &ExcludeFn, h: &mut blake3::Hasher) -> io::Result<()> {
+fn hash_tree(
+    ctx: &LocalContext,
+    cache: &StatCache,
+    rel: &str,
+    exclude: &ExcludeFn,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
     let path = if rel.is_empty() { ctx.dir.clone() } else { ctx.dir.join(rel) };
     let md = match fs::symlink_metadata(&path) {
         Ok(m) => m,
@@ -226,7 +245,8 @@ fn hash_tree(ctx: &LocalContext, cache: &StatCache, rel: &str, exclude: &Exclude
         h.update(&md.len().to_le_bytes());
         h.update(cache.file_hash(rel, &path, &md)?.as_bytes());
     } else if is_dir {
-        let mut names: Vec<String> = fs::read_dir(&path)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> =
+            fs::read_dir(&path)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         for n in names {
             let child = if rel.is_empty() { n } else { format!("{rel}/{n}") };

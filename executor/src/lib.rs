@@ -4,12 +4,12 @@
 //!
 //! - [`unpack`]: safe extraction of image layers into snapshot directories (nothing
 //!   written outside the root; whiteouts turned into overlayfs form).
-pub mod unpack;
-pub mod copy;
 pub mod chmod;
 pub mod context;
+pub mod copy;
 pub mod mount;
 pub mod sandbox;
 pub mod snapshot;
+pub mod unpack;
 pub mod users;
 pub mod worker;

@@ -43,7 +43,12 @@ impl Drop for MountGuard {
 
 /// Mount an overlay of `lowers` (bottom first) at `target`, writable into `upper`
 /// (with overlay's `work` dir) or read-only when `upper` is `None`.
-pub fn mount_overlay(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, target: &Path, empty: &Path) -> io::Result<MountGuard> {
+pub fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+    empty: &Path,
+) -> io::Result<MountGuard> {
     let mut lowers: Vec<PathBuf> = lowers.to_vec();
     if lowers.is_empty() {
         lowers.push(empty.to_path_buf());

@@ -111,7 +111,8 @@ impl Runc {
             return;
         };
         for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let pid: Option<u32> = id.strip_prefix("strata-").and_then(|r| r.split('-').next()).and_then(|p| p.parse().ok());
+            let pid: Option<u32> =
+                id.strip_prefix("strata-").and_then(|r| r.split('-').next()).and_then(|p| p.parse().ok());
             if let Some(pid) = pid {
                 if !Path::new(&format!("/proc/{pid}")).exists() {
                     self.delete(id).await;
@@ -238,10 +239,7 @@ fn write_network_files(etc: &Path, spec: &SandboxSpec) -> std::io::Result<()> {
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv = if resolv.contains("nameserver") && !spec.no_network { resolv } else { String::new() };
     std::fs::write(etc.join("resolv.conf"), resolv)?;
-    let mut hosts = format!(
-        "127.0.0.1\tlocalhost {h}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        h = spec.hostname
-    );
+    let mut hosts = format!("127.0.0.1\tlocalhost {h}\n::1\tlocalhost ip6-localhost ip6-loopback\n", h = spec.hostname);
     for h in &spec.extra_hosts {
         if let Some((name, ip)) = h.split_once(['=', ':']) {
             hosts.push_str(&format!("{ip}\t{name}\n"));
@@ -257,11 +255,8 @@ fn err(e: impl std::fmt::Display) -> SandboxError {
 }
 
 fn build_config(rootfs: &Path, etc: &Path, spec: &SandboxSpec) -> Result<Spec, SandboxError> {
-    let caps: std::collections::HashSet<Capability> = if spec.insecure {
-        all_capabilities()
-    } else {
-        DEFAULT_CAPABILITIES.iter().copied().collect()
-    };
+    let caps: std::collections::HashSet<Capability> =
+        if spec.insecure { all_capabilities() } else { DEFAULT_CAPABILITIES.iter().copied().collect() };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -348,11 +343,47 @@ fn build_config(rootfs: &Path, etc: &Path, spec: &SandboxSpec) -> Result<Spec, S
 fn all_capabilities() -> std::collections::HashSet<Capability> {
     use Capability::*;
     [
-        AuditControl, AuditRead, AuditWrite, BlockSuspend, Bpf, CheckpointRestore, Chown, DacOverride,
-        DacReadSearch, Fowner, Fsetid, IpcLock, IpcOwner, Kill, Lease, LinuxImmutable, MacAdmin, MacOverride,
-        Mknod, NetAdmin, NetBindService, NetBroadcast, NetRaw, Perfmon, Setgid, Setfcap, Setpcap, Setuid,
-        SysAdmin, SysBoot, SysChroot, SysModule, SysNice, SysPacct, SysPtrace, SysRawio, SysResource,
-        SysTime, SysTtyConfig, Syslog, WakeAlarm,
+        AuditControl,
+        AuditRead,
+        AuditWrite,
+        BlockSuspend,
+        Bpf,
+        CheckpointRestore,
+        Chown,
+        DacOverride,
+        DacReadSearch,
+        Fowner,
+        Fsetid,
+        IpcLock,
+        IpcOwner,
+        Kill,
+        Lease,
+        LinuxImmutable,
+        MacAdmin,
+        MacOverride,
+        Mknod,
+        NetAdmin,
+        NetBindService,
+        NetBroadcast,
+        NetRaw,
+        Perfmon,
+        Setgid,
+        Setfcap,
+        Setpcap,
+        Setuid,
+        SysAdmin,
+        SysBoot,
+        SysChroot,
+        SysModule,
+        SysNice,
+        SysPacct,
+        SysPtrace,
+        SysRawio,
+        SysResource,
+        SysTime,
+        SysTtyConfig,
+        Syslog,
+        WakeAlarm,
     ]
     .into_iter()
     .collect()

@@ -93,7 +93,8 @@ impl Snapshots {
     pub fn new_work(&self) -> io::Result<WorkDir> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = self.root.join(format!("tmp-{}-{nanos:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
         fs::create_dir_all(dir.join("fs"))?;
         fs::create_dir_all(dir.join("work"))?;

@@ -53,7 +53,10 @@ fn read_group(root: &Path) -> Vec<(String, u32, Vec<String>)> {
             if f.len() < 3 {
                 return None;
             }
-            let members = f.get(3).map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default();
+            let members = f
+                .get(3)
+                .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default();
             Some((f[0].to_string(), f[2].trim().parse().ok()?, members))
         })
         .collect()
@@ -80,7 +83,11 @@ pub fn resolve_user(root: &Path, spec: &str) -> Result<ResolvedUser, UserError> 
     if let Some(g) = group {
         gid = match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => groups.iter().find(|(n, _, _)| n == g).map(|(_, id, _)| *id).ok_or_else(|| UserError::NoGroup(g.to_string()))?,
+            Err(_) => groups
+                .iter()
+                .find(|(n, _, _)| n == g)
+                .map(|(_, id, _)| *id)
+                .ok_or_else(|| UserError::NoGroup(g.to_string()))?,
         };
     }
     let mut additional_gids = Vec::new();
@@ -129,7 +136,11 @@ mod tests {
     fn resolves_names_and_numbers() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("etc")).unwrap();
-        std::fs::write(d.path().join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234::/home/app:/bin/sh\n").unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234::/home/app:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(d.path().join("etc/group"), "root:x:0:\ngrp:x:4321:app\napp:x:1234:\n").unwrap();
         let u = resolve_user(d.path(), "app").unwrap();
         assert_eq!((u.uid, u.gid, u.additional_gids.clone()), (1234, 1234, vec![4321]));

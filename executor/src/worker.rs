@@ -68,7 +68,13 @@ impl LocalWorker {
         let snapshots = Snapshots::open(&cfg.root).map_err(werr("opening snapshots"))?;
         snapshots.clean_stale();
         clean_stale_shm();
-        Ok(LocalWorker { cfg, store, snapshots, stat_caches: Mutex::new(HashMap::new()), unpack_lock: tokio::sync::Mutex::new(()) })
+        Ok(LocalWorker {
+            cfg,
+            store,
+            snapshots,
+            stat_caches: Mutex::new(HashMap::new()),
+            unpack_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn snapshots(&self) -> &Snapshots {
@@ -102,7 +108,8 @@ impl LocalWorker {
     }
 
     fn new_layer_id(id: &NodeId) -> LayerId {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let h = blake3::hash(format!("{id}-{nanos}-{}", std::process::id()).as_bytes());
         LayerId(format!("s{}", &h.to_hex()[..31]))
     }
@@ -113,7 +120,8 @@ impl LocalWorker {
             Output::Local(_) => Ok(None),
             Output::Layers(layers) => {
                 std::fs::create_dir_all(at).map_err(werr("creating a mount point"))?;
-                let g = mount_overlay(&self.layer_dirs(layers), None, at, &self.snapshots.empty_dir()).map_err(werr("mounting a read-only view"))?;
+                let g = mount_overlay(&self.layer_dirs(layers), None, at, &self.snapshots.empty_dir())
+                    .map_err(werr("mounting a read-only view"))?;
                 Ok(Some(g))
             }
         }
@@ -121,16 +129,25 @@ impl LocalWorker {
 
     async fn run_image(&self, manifest_digest: &str, ctx: &StepContext) -> Result<Output, WorkerError> {
         let digest: Digest = manifest_digest.parse().map_err(WorkerError::other)?;
-        let manifest: Manifest = serde_json::from_slice(&self.store.read_blob(&digest).map_err(WorkerError::other)?).map_err(WorkerError::other)?;
+        let manifest: Manifest = serde_json::from_slice(&self.store.read_blob(&digest).map_err(WorkerError::other)?)
+            .map_err(WorkerError::other)?;
         let config: ImageConfig =
-            serde_json::from_slice(&self.store.read_blob(&manifest.config.digest).map_err(WorkerError::other)?).map_err(WorkerError::other)?;
+            serde_json::from_slice(&self.store.read_blob(&manifest.config.digest).map_err(WorkerError::other)?)
+                .map_err(WorkerError::other)?;
         let mut out = Vec::new();
         let _guard = self.unpack_lock.lock().await;
         for (i, layer) in manifest.layers.iter().enumerate() {
             let diff_id = config.rootfs.diff_ids.get(i).cloned();
-            let id = LayerId(format!("i{}", &diff_id.as_ref().map(|d| d.hex().to_string()).unwrap_or_else(|| layer.digest.hex().to_string())[..31]));
+            let id = LayerId(format!(
+                "i{}",
+                &diff_id.as_ref().map(|d| d.hex().to_string()).unwrap_or_else(|| layer.digest.hex().to_string())[..31]
+            ));
             if !self.snapshots.exists(&id) {
-                ctx.progress.send(ProgressEvent::Status { vertex: ctx.vertex.to_string(), name: ctx.name.clone(), message: format!("unpacking {}", layer.digest) });
+                ctx.progress.send(ProgressEvent::Status {
+                    vertex: ctx.vertex.to_string(),
+                    name: ctx.name.clone(),
+                    message: format!("unpacking {}", layer.digest),
+                });
                 let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
                 let blob_path = self.store.path(&layer.digest);
                 let media_type = layer.media_type.clone();
@@ -138,14 +155,28 @@ impl LocalWorker {
                 let verify = diff_id.clone();
                 let stats = tokio::task::spawn_blocking(move || {
                     let mut f = std::fs::File::open(&blob_path)?;
-                    crate::unpack::unpack_layer(&mut f, Some(&media_type), &upper, &crate::unpack::UnpackOptions { allow_devices: rustix::process::geteuid().is_root(), verify_diff_id: verify })
-                        .map_err(std::io::Error::other)
+                    crate::unpack::unpack_layer(
+                        &mut f,
+                        Some(&media_type),
+                        &upper,
+                        &crate::unpack::UnpackOptions {
+                            allow_devices: rustix::process::geteuid().is_root(),
+                            verify_diff_id: verify,
+                        },
+                    )
+                    .map_err(std::io::Error::other)
                 })
                 .await
                 .map_err(WorkerError::other)?
                 .map_err(|e| WorkerError::Other(format!("unpacking layer {}: {e}", layer.digest)))?;
-                let src = LayerSource { digest: layer.digest.clone(), media_type: layer.media_type.clone(), size: layer.size, diff_id: stats.diff_id };
-                std::fs::write(work.dir.join("source.json"), serde_json::to_vec(&src).map_err(WorkerError::other)?).map_err(werr("writing layer metadata"))?;
+                let src = LayerSource {
+                    digest: layer.digest.clone(),
+                    media_type: layer.media_type.clone(),
+                    size: layer.size,
+                    diff_id: stats.diff_id,
+                };
+                std::fs::write(work.dir.join("source.json"), serde_json::to_vec(&src).map_err(WorkerError::other)?)
+                    .map_err(werr("writing layer metadata"))?;
                 self.snapshots.commit(work, &id).map_err(werr("committing a snapshot"))?;
             }
             out.push(id);
@@ -153,11 +184,22 @@ impl LocalWorker {
         Ok(Output::Layers(out))
     }
 
-    async fn run_exec(&self, id: NodeId, exec: &ExecOp, inputs: &[Arc<Solved>], ctx: StepContext) -> Result<Output, WorkerError> {
+    async fn run_exec(
+        &self,
+        id: NodeId,
+        exec: &ExecOp,
+        inputs: &[Arc<Solved>],
+        ctx: StepContext,
+    ) -> Result<Output, WorkerError> {
         let base = inputs.first().map(|s| s.output.layers().to_vec()).unwrap_or_default();
         let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
-        let root_mount = mount_overlay(&self.layer_dirs(&base), Some((&work.upper(), &work.work())), &work.merged(), &self.snapshots.empty_dir())
-            .map_err(werr("mounting the root file system"))?;
+        let root_mount = mount_overlay(
+            &self.layer_dirs(&base),
+            Some((&work.upper(), &work.work())),
+            &work.merged(),
+            &self.snapshots.empty_dir(),
+        )
+        .map_err(werr("mounting the root file system"))?;
         let merged = work.merged();
         let user = crate::users::resolve_user(&merged, &exec.user).map_err(WorkerError::other)?;
         let cwd = if exec.cwd.is_empty() { "/".to_string() } else { exec.cwd.clone() };
@@ -174,7 +216,8 @@ impl LocalWorker {
         for (mi, m) in exec.mounts.iter().enumerate() {
             match m {
                 Mount::Bind { input, source, target, readwrite } => {
-                    let solved = inputs.get(*input).ok_or_else(|| WorkerError::Other("bind mount input missing".into()))?;
+                    let solved =
+                        inputs.get(*input).ok_or_else(|| WorkerError::Other("bind mount input missing".into()))?;
                     let src_root = match &solved.output {
                         Output::Local(name) => self.context(name)?.dir.clone(),
                         Output::Layers(_) => {
@@ -191,52 +234,80 @@ impl LocalWorker {
                         for d in ["u", "w", "m"] {
                             std::fs::create_dir_all(scratch.join(d)).map_err(werr("bind mount scratch"))?;
                         }
-                        let g = mount_overlay(&[src.clone()], Some((&scratch.join("u"), &scratch.join("w"))), &scratch.join("m"), &self.snapshots.empty_dir())
-                            .map_err(werr("mounting a writable bind"))?;
+                        let g = mount_overlay(
+                            &[src.clone()],
+                            Some((&scratch.join("u"), &scratch.join("w"))),
+                            &scratch.join("m"),
+                            &self.snapshots.empty_dir(),
+                        )
+                        .map_err(werr("mounting a writable bind"))?;
                         src = scratch.join("m");
                         guards.push(g);
                     }
                     let opts = vec!["rbind".to_string(), if *readwrite { "rw" } else { "ro" }.to_string()];
-                    mounts.push(ExtraMount { destination: target.clone(), source: src, kind: "bind".into(), options: opts });
+                    mounts.push(ExtraMount {
+                        destination: target.clone(),
+                        source: src,
+                        kind: "bind".into(),
+                        options: opts,
+                    });
                 }
                 Mount::Cache { id: cid, target, sharing, readonly, mode, uid, gid, .. } => {
                     let dir = self.cfg.root.join("cache-mounts").join(&blake3::hash(cid.as_bytes()).to_hex()[..32]);
                     if !dir.exists() {
                         let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
                         std::fs::create_dir_all(&tmp).map_err(werr("creating a cache mount"))?;
-                        std::os::unix::fs::chown(&tmp, Some(*uid), Some(*gid)).map_err(werr("chown of a cache mount"))?;
-                        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(*mode)).map_err(werr("chmod of a cache mount"))?;
+                        std::os::unix::fs::chown(&tmp, Some(*uid), Some(*gid))
+                            .map_err(werr("chown of a cache mount"))?;
+                        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+                            .map_err(werr("chmod of a cache mount"))?;
                         if std::fs::rename(&tmp, &dir).is_err() {
                             let _ = std::fs::remove_dir_all(&tmp);
                         }
                     }
                     if matches!(sharing, strata_solver::graph::CacheSharing::Locked) {
                         let f = std::fs::File::open(&dir).map_err(werr("opening a cache mount"))?;
-                        let f = tokio::task::spawn_blocking(move || rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map(|_| f))
-                            .await
-                            .map_err(WorkerError::other)?
-                            .map_err(|e| WorkerError::Other(format!("locking a cache mount: {e}")))?;
+                        let f = tokio::task::spawn_blocking(move || {
+                            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map(|_| f)
+                        })
+                        .await
+                        .map_err(WorkerError::other)?
+                        .map_err(|e| WorkerError::Other(format!("locking a cache mount: {e}")))?;
                         locks.push(f);
                     }
                     let opts = vec!["rbind".to_string(), if *readonly { "ro" } else { "rw" }.to_string()];
-                    mounts.push(ExtraMount { destination: target.clone(), source: dir, kind: "bind".into(), options: opts });
+                    mounts.push(ExtraMount {
+                        destination: target.clone(),
+                        source: dir,
+                        kind: "bind".into(),
+                        options: opts,
+                    });
                 }
                 Mount::Tmpfs { target, size } => {
                     let mut opts = vec!["nosuid".to_string(), "nodev".to_string()];
                     if let Some(s) = size {
                         opts.push(format!("size={s}"));
                     }
-                    mounts.push(ExtraMount { destination: target.clone(), source: PathBuf::from("tmpfs"), kind: "tmpfs".into(), options: opts });
+                    mounts.push(ExtraMount {
+                        destination: target.clone(),
+                        source: PathBuf::from("tmpfs"),
+                        kind: "tmpfs".into(),
+                        options: opts,
+                    });
                 }
                 Mount::Secret { id: sid, target, env: env_name, required, mode, uid, gid } => {
                     let value = match self.cfg.secrets.get(sid) {
-                        Some(SecretSource::File(p)) => Some(std::fs::read(p).map_err(|e| WorkerError::Other(format!("reading secret {sid:?} from {}: {e}", p.display())))?),
+                        Some(SecretSource::File(p)) => Some(std::fs::read(p).map_err(|e| {
+                            WorkerError::Other(format!("reading secret {sid:?} from {}: {e}", p.display()))
+                        })?),
                         Some(SecretSource::Env(v)) => std::env::var_os(v).map(|v| v.into_encoded_bytes()),
                         None => None,
                     };
                     let Some(value) = value else {
                         if *required {
-                            return Err(WorkerError::Other(format!("secret {sid} is required but was not provided: pass --secret id={sid},src=FILE")));
+                            return Err(WorkerError::Other(format!(
+                                "secret {sid} is required but was not provided: pass --secret id={sid},src=FILE"
+                            )));
                         }
                         continue;
                     };
@@ -250,16 +321,31 @@ impl LocalWorker {
                         let file = secret_dir.join(format!("s{mi}"));
                         std::fs::write(&file, &value).map_err(werr("writing a secret"))?;
                         std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(werr("chown of a secret"))?;
-                        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(*mode)).map_err(werr("chmod of a secret"))?;
-                        mounts.push(ExtraMount { destination: dest, source: file, kind: "bind".into(), options: vec!["rbind".into(), "ro".into()] });
+                        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+                            .map_err(werr("chmod of a secret"))?;
+                        mounts.push(ExtraMount {
+                            destination: dest,
+                            source: file,
+                            kind: "bind".into(),
+                            options: vec!["rbind".into(), "ro".into()],
+                        });
                     }
                 }
                 Mount::Ssh { id: sid, target, required, .. } => match self.cfg.ssh.get(sid) {
                     Some(sock) => {
-                        mounts.push(ExtraMount { destination: target.clone(), source: sock.clone(), kind: "bind".into(), options: vec!["rbind".into(), "ro".into()] });
+                        mounts.push(ExtraMount {
+                            destination: target.clone(),
+                            source: sock.clone(),
+                            kind: "bind".into(),
+                            options: vec!["rbind".into(), "ro".into()],
+                        });
                         env.push(format!("SSH_AUTH_SOCK={target}"));
                     }
-                    None if *required => return Err(WorkerError::Other(format!("ssh agent {sid} is required: pass --ssh {sid}=$SSH_AUTH_SOCK"))),
+                    None if *required => {
+                        return Err(WorkerError::Other(format!(
+                            "ssh agent {sid} is required: pass --ssh {sid}=$SSH_AUTH_SOCK"
+                        )))
+                    }
                     None => {}
                 },
             }
@@ -285,7 +371,8 @@ impl LocalWorker {
                 (p, existed)
             })
             .collect();
-        let stub_parents: Vec<String> = stubs.iter().filter(|(_, e)| !e).flat_map(|(p, _)| missing_ancestors(&merged, p)).collect();
+        let stub_parents: Vec<String> =
+            stubs.iter().filter(|(_, e)| !e).flat_map(|(p, _)| missing_ancestors(&merged, p)).collect();
         let container_id = format!("strata-{}-{}", std::process::id(), &LocalWorker::new_layer_id(&id).0[1..13]);
         // The bundle (config.json may hold secret env values) lives on tmpfs, never in
         // the store, and is removed whatever the outcome.
@@ -296,7 +383,14 @@ impl LocalWorker {
         let outcome = self
             .cfg
             .runc
-            .run(&container_id, &merged, &bundle, &spec, move |stream, line| progress.log(&vertex, stream, line), ctx.cancel.clone())
+            .run(
+                &container_id,
+                &merged,
+                &bundle,
+                &spec,
+                move |stream, line| progress.log(&vertex, stream, line),
+                ctx.cancel.clone(),
+            )
             .await;
         drop(guards);
         drop(locks);
@@ -311,7 +405,11 @@ impl LocalWorker {
         };
         if outcome.exit_code != 0 {
             return Err(WorkerError::StepFailed {
-                message: format!("process {:?} did not complete successfully: exit code: {}", exec.args.join(" "), outcome.exit_code),
+                message: format!(
+                    "process {:?} did not complete successfully: exit code: {}",
+                    exec.args.join(" "),
+                    outcome.exit_code
+                ),
                 exit_code: Some(outcome.exit_code),
                 last_lines: outcome.last_lines,
             });
@@ -331,8 +429,13 @@ impl LocalWorker {
         let base = inputs.first().map(|s| s.output.layers().to_vec()).unwrap_or_default();
         let source = inputs.get(1).ok_or_else(|| WorkerError::Other("copy source missing".into()))?;
         let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
-        let root_mount = mount_overlay(&self.layer_dirs(&base), Some((&work.upper(), &work.work())), &work.merged(), &self.snapshots.empty_dir())
-            .map_err(werr("mounting the root file system"))?;
+        let root_mount = mount_overlay(
+            &self.layer_dirs(&base),
+            Some((&work.upper(), &work.work())),
+            &work.merged(),
+            &self.snapshots.empty_dir(),
+        )
+        .map_err(werr("mounting the root file system"))?;
         let src_at = work.dir.join("src");
         let src_guard = self.view(source, &src_at)?;
         let (src_root, ignore, is_context) = match &source.output {
@@ -347,14 +450,23 @@ impl LocalWorker {
         let op2 = op.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
             let owner = match &op2.chown {
-                Some(c) => Some(crate::users::resolve_chown(&merged, &c.user, c.group.as_deref()).map_err(WorkerError::other)?),
+                Some(c) => Some(
+                    crate::users::resolve_chown(&merged, &c.user, c.group.as_deref()).map_err(WorkerError::other)?,
+                ),
                 None => None,
             };
             // .dockerignore applies to context-relative paths; --exclude to paths relative
             // to each source, as BuildKit matches them.
             let ignore_fn = move |p: &str, d: bool| ignore(p, d);
             let extra_fn = move |p: &str, d: bool| extra(p, d);
-            let req = crate::copy::CopyRequest { src_root: &src_root, dest_root: &merged, op: &op2, owner, exclude: &ignore_fn, source_is_context: is_context };
+            let req = crate::copy::CopyRequest {
+                src_root: &src_root,
+                dest_root: &merged,
+                op: &op2,
+                owner,
+                exclude: &ignore_fn,
+                source_is_context: is_context,
+            };
             crate::copy::copy_with_source_excludes(&req, &extra_fn).map(|_| ()).map_err(WorkerError::other)
         })
         .await
@@ -368,30 +480,43 @@ impl LocalWorker {
     async fn run_file(&self, id: NodeId, op: &Op, inputs: &[Arc<Solved>]) -> Result<Output, WorkerError> {
         let base = inputs.first().map(|s| s.output.layers().to_vec()).unwrap_or_default();
         let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
-        let root_mount = mount_overlay(&self.layer_dirs(&base), Some((&work.upper(), &work.work())), &work.merged(), &self.snapshots.empty_dir())
-            .map_err(werr("mounting the root file system"))?;
+        let root_mount = mount_overlay(
+            &self.layer_dirs(&base),
+            Some((&work.upper(), &work.work())),
+            &work.merged(),
+            &self.snapshots.empty_dir(),
+        )
+        .map_err(werr("mounting the root file system"))?;
         let merged = work.merged();
         let result = (|| -> Result<(), WorkerError> {
             match op {
                 Op::Mkdir { path, mode, chown } => {
                     let owner = match chown {
-                        Some(c) => Some(crate::users::resolve_chown(&merged, &c.user, c.group.as_deref()).map_err(WorkerError::other)?),
+                        Some(c) => Some(
+                            crate::users::resolve_chown(&merged, &c.user, c.group.as_deref())
+                                .map_err(WorkerError::other)?,
+                        ),
                         None => None,
                     };
                     mkdir_all_in_root(&merged, path, *mode, owner).map_err(werr("creating a directory"))
                 }
                 Op::MkFile { path, data, mode, chown } => {
                     let owner = match chown {
-                        Some(c) => Some(crate::users::resolve_chown(&merged, &c.user, c.group.as_deref()).map_err(WorkerError::other)?),
+                        Some(c) => Some(
+                            crate::users::resolve_chown(&merged, &c.user, c.group.as_deref())
+                                .map_err(WorkerError::other)?,
+                        ),
                         None => None,
                     };
                     let rel = crate::context::clean_relative(path);
                     if let Some(parent) = Path::new(&rel).parent().filter(|p| !p.as_os_str().is_empty()) {
-                        mkdir_all_in_root(&merged, &parent.to_string_lossy(), 0o755, owner).map_err(werr("creating a directory"))?;
+                        mkdir_all_in_root(&merged, &parent.to_string_lossy(), 0o755, owner)
+                            .map_err(werr("creating a directory"))?;
                     }
                     let file = merged.join(&rel);
                     std::fs::write(&file, data).map_err(werr("writing a file"))?;
-                    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(*mode)).map_err(werr("chmod"))?;
+                    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+                        .map_err(werr("chmod"))?;
                     if let Some((u, g)) = owner {
                         std::os::unix::fs::chown(&file, Some(u), Some(g)).map_err(werr("chown"))?;
                     }
@@ -412,7 +537,9 @@ fn clean_stale_shm() {
     let Ok(rd) = std::fs::read_dir("/dev/shm") else { return };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        let Some(rest) = name.strip_prefix("strata-bundle-").or_else(|| name.strip_prefix("strata-secrets-")) else { continue };
+        let Some(rest) = name.strip_prefix("strata-bundle-").or_else(|| name.strip_prefix("strata-secrets-")) else {
+            continue;
+        };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
         if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
             let _ = std::fs::remove_dir_all(e.path());
@@ -528,10 +655,11 @@ impl Worker for LocalWorker {
                             let cache = self.stat_cache(name, &ctx.dir);
                             let none: ExcludeFn = Arc::new(|_, _| false);
                             let sources = vec![source.clone()];
-                            let key = tokio::task::spawn_blocking(move || selection_hash(&ctx, &cache, &sources, &none))
-                                .await
-                                .map_err(WorkerError::other)?
-                                .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))?;
+                            let key =
+                                tokio::task::spawn_blocking(move || selection_hash(&ctx, &cache, &sources, &none))
+                                    .await
+                                    .map_err(WorkerError::other)?
+                                    .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))?;
                             h.update(&key);
                             any = true;
                         }
@@ -543,7 +671,13 @@ impl Worker for LocalWorker {
         Ok(any.then(|| *h.finalize().as_bytes()))
     }
 
-    async fn run(&self, id: NodeId, node: &Node, inputs: &[Arc<Solved>], ctx: StepContext) -> Result<Output, WorkerError> {
+    async fn run(
+        &self,
+        id: NodeId,
+        node: &Node,
+        inputs: &[Arc<Solved>],
+        ctx: StepContext,
+    ) -> Result<Output, WorkerError> {
         match &node.op {
             Op::Image { manifest_digest, .. } => self.run_image(manifest_digest, &ctx).await,
             Op::Exec(exec) => self.run_exec(id, exec, inputs, ctx).await,

@@ -23,11 +23,7 @@ fn env() -> Env {
     let dst = tmp.path().join("dst");
     fs::create_dir(&src).unwrap();
     fs::create_dir(&dst).unwrap();
-    Env {
-        _tmp: tmp,
-        src,
-        dst,
-    }
+    Env { _tmp: tmp, src, dst }
 }
 
 fn op(sources: &[&str], dest: &str) -> CopyOp {
@@ -61,14 +57,7 @@ fn run_with(
     exclude: &dyn Fn(&str, bool) -> bool,
     ctx: bool,
 ) -> Result<CopyStats, CopyError> {
-    copy(&CopyRequest {
-        src_root: &e.src,
-        dest_root: &e.dst,
-        op,
-        owner,
-        exclude,
-        source_is_context: ctx,
-    })
+    copy(&CopyRequest { src_root: &e.src, dest_root: &e.dst, op, owner, exclude, source_is_context: ctx })
 }
 
 fn write(p: &Path, data: &str) {
@@ -132,10 +121,7 @@ fn directory_source_copies_its_contents() {
         assert_eq!(owner(&d), (0, 0));
         assert_eq!(mode(&d.join("sub")), 0o555);
         assert_eq!(mode(&d.join("a.txt")), 0o444);
-        assert_eq!(
-            fs::read_link(d.join("link-to-a")).unwrap(),
-            Path::new("a.txt")
-        );
+        assert_eq!(fs::read_link(d.join("link-to-a")).unwrap(), Path::new("a.txt"));
     }
 }
 
@@ -207,15 +193,8 @@ fn several_sources_need_a_directory_destination() {
     let e = env();
     semantics_tree(&e.src);
     let err = run(&e, &op(&["top.txt", "other/c.md"], "/multi")).unwrap_err();
-    assert!(
-        matches!(err, CopyError::MultipleSourcesNeedDirectory { .. }),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("the destination must be a directory and end with a /"),
-        "{err}"
-    );
+    assert!(matches!(err, CopyError::MultipleSourcesNeedDirectory { .. }), "{err}");
+    assert!(err.to_string().contains("the destination must be a directory and end with a /"), "{err}");
     assert!(!e.dst.join("multi").exists());
 
     run(&e, &op(&["top.txt", "other/c.md"], "/multi/")).unwrap();
@@ -226,13 +205,7 @@ fn several_sources_need_a_directory_destination() {
     // directory is fine (BuildKit copies into it).
     write(&e.src.join("second.txt"), "2");
     let err = run(&e, &op(&["*.txt"], "/g")).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CopyError::MultipleSourcesNeedDirectory { count: 2, .. }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, CopyError::MultipleSourcesNeedDirectory { count: 2, .. }), "{err}");
     run(&e, &op(&["*.txt"], "/multi")).unwrap();
     assert_eq!(read(&e.dst.join("multi/second.txt")), "2");
 }
@@ -244,24 +217,15 @@ fn file_over_directory_and_directory_over_file_fail() {
     write(&e.src.join("f/x/inner"), "in a dir");
     fs::create_dir_all(e.dst.join("out/x")).unwrap();
     let err = run(&e, &op(&["d"], "/out")).unwrap_err();
-    assert!(
-        matches!(err, CopyError::DirectoryInTheWay { ref path } if path == "/out/x"),
-        "{err}"
-    );
+    assert!(matches!(err, CopyError::DirectoryInTheWay { ref path } if path == "/out/x"), "{err}");
 
     write(&e.dst.join("out2/x"), "a file");
     let err = run(&e, &op(&["f"], "/out2")).unwrap_err();
-    assert!(
-        matches!(err, CopyError::NotADirectoryTarget { ref path } if path == "/out2/x"),
-        "{err}"
-    );
+    assert!(matches!(err, CopyError::NotADirectoryTarget { ref path } if path == "/out2/x"), "{err}");
 
     write(&e.dst.join("plain"), "a file");
     let err = run(&e, &op(&["f"], "/plain")).unwrap_err();
-    assert!(
-        matches!(err, CopyError::NotADirectoryTarget { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, CopyError::NotADirectoryTarget { .. }), "{err}");
 }
 
 // ---- sources: globs, missing, escapes
@@ -296,10 +260,7 @@ fn empty_wildcards() {
     assert!(err.to_string().contains("*.nothing"), "{err}");
     // A missing directory before the wildcard is an error, as in BuildKit.
     let err = run(&e, &op(&["nodir/*.txt"], "/none/")).unwrap_err();
-    assert!(
-        matches!(err, CopyError::NotFound { ref path } if path == "/nodir"),
-        "{err}"
-    );
+    assert!(matches!(err, CopyError::NotFound { ref path } if path == "/nodir"), "{err}");
 }
 
 #[test]
@@ -330,9 +291,7 @@ fn sources_resolve_inside_the_source_root() {
     symlink("inside/etc", e.src.join("etc")).unwrap();
     run(&e, &op(&["abs-link"], "/followed")).unwrap();
     assert_eq!(read(&e.dst.join("followed")), "inside\n");
-    assert!(fs::symlink_metadata(e.dst.join("followed"))
-        .unwrap()
-        .is_file());
+    assert!(fs::symlink_metadata(e.dst.join("followed")).unwrap().is_file());
 }
 
 #[test]
@@ -341,21 +300,13 @@ fn top_level_symlink_followed_or_kept() {
     semantics_tree(&e.src);
     symlink("dir", e.src.join("dirlink")).unwrap();
     run(&e, &op(&["dir/link-to-a"], "/via/")).unwrap();
-    assert!(
-        fs::symlink_metadata(e.dst.join("via/link-to-a"))
-            .unwrap()
-            .is_file(),
-        "followed, named after the link"
-    );
+    assert!(fs::symlink_metadata(e.dst.join("via/link-to-a")).unwrap().is_file(), "followed, named after the link");
     run(&e, &op(&["dirlink"], "/dl/")).unwrap();
     assert_eq!(read(&e.dst.join("dl/a.txt")), "a\n");
     let mut keep = op(&["dir/link-to-a"], "/kept/");
     keep.follow_symlinks = false;
     run(&e, &keep).unwrap();
-    assert_eq!(
-        fs::read_link(e.dst.join("kept/link-to-a")).unwrap(),
-        Path::new("a.txt")
-    );
+    assert_eq!(fs::read_link(e.dst.join("kept/link-to-a")).unwrap(), Path::new("a.txt"));
 }
 
 // ---- destination safety
@@ -382,9 +333,7 @@ fn destination_symlinks_never_escape_the_root() {
 
     assert!(!Path::new("/etc/strata-copy-test").exists());
     assert_eq!(fs::read("/etc/hostname").ok(), host_before);
-    assert!(fs::read_to_string("/etc/hosts")
-        .map(|s| s != "payload\n")
-        .unwrap_or(true));
+    assert!(fs::read_to_string("/etc/hosts").map(|s| s != "payload\n").unwrap_or(true));
 }
 
 #[test]
@@ -395,9 +344,7 @@ fn symlink_in_a_merged_directory_is_replaced_not_followed() {
     symlink("/etc/passwd", e.dst.join("t/passwd")).unwrap();
     let before = fs::read("/etc/passwd").unwrap();
     run(&e, &op(&["d"], "/t")).unwrap();
-    assert!(fs::symlink_metadata(e.dst.join("t/passwd"))
-        .unwrap()
-        .is_file());
+    assert!(fs::symlink_metadata(e.dst.join("t/passwd")).unwrap().is_file());
     assert_eq!(read(&e.dst.join("t/passwd")), "mine\n");
     assert_eq!(fs::read("/etc/passwd").unwrap(), before);
 
@@ -406,10 +353,7 @@ fn symlink_in_a_merged_directory_is_replaced_not_followed() {
     fs::create_dir(e.dst.join("t2")).unwrap();
     symlink("/etc", e.dst.join("t2/etc")).unwrap();
     let err = run(&e, &op(&["d2"], "/t2")).unwrap_err();
-    assert!(
-        matches!(err, CopyError::NotADirectoryTarget { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, CopyError::NotADirectoryTarget { .. }), "{err}");
     assert!(!Path::new("/etc/x").exists());
 }
 
@@ -427,14 +371,7 @@ fn created_parents() {
     assert_eq!(read(&e.dst.join("nested/new/path/b.txt")), "b\n");
 
     // With --chown, created directories get the owner.
-    run_with(
-        &e,
-        &op(&["top.txt"], "/own/a/b/"),
-        Some((1000, 1001)),
-        &no_exclude,
-        true,
-    )
-    .unwrap();
+    run_with(&e, &op(&["top.txt"], "/own/a/b/"), Some((1000, 1001)), &no_exclude, true).unwrap();
     for d in ["own", "own/a", "own/a/b"] {
         assert_eq!(owner(&e.dst.join(d)), (1000, 1001), "{d}");
     }
@@ -457,13 +394,7 @@ fn created_parents() {
 fn owners_from_context_stage_and_chown() {
     let e = env();
     semantics_tree(&e.src);
-    for p in [
-        "dir",
-        "dir/a.txt",
-        "dir/link-to-a",
-        "dir/sub",
-        "dir/sub/b.txt",
-    ] {
+    for p in ["dir", "dir/a.txt", "dir/link-to-a", "dir/sub", "dir/sub/b.txt"] {
         chown(&e.src.join(p), 1234, 4321);
     }
     run_with(&e, &op(&["dir"], "/ctx"), None, &no_exclude, true).unwrap();
@@ -474,21 +405,8 @@ fn owners_from_context_stage_and_chown() {
     assert_eq!(owner(&e.dst.join("stage/link-to-a")), (1234, 4321));
     assert_eq!(owner(&e.dst.join("stage/sub")), (1234, 4321));
     assert_eq!(owner(&e.dst.join("stage")), (0, 0), "created destination");
-    run_with(
-        &e,
-        &op(&["dir"], "/owned"),
-        Some((1000, 1000)),
-        &no_exclude,
-        false,
-    )
-    .unwrap();
-    for p in [
-        "owned",
-        "owned/a.txt",
-        "owned/link-to-a",
-        "owned/sub",
-        "owned/sub/b.txt",
-    ] {
+    run_with(&e, &op(&["dir"], "/owned"), Some((1000, 1000)), &no_exclude, false).unwrap();
+    for p in ["owned", "owned/a.txt", "owned/link-to-a", "owned/sub", "owned/sub/b.txt"] {
         assert_eq!(owner(&e.dst.join(p)), (1000, 1000), "{p}");
     }
 }
@@ -498,25 +416,14 @@ fn user_db(dst: &Path) {
         &dst.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\n# comment\nnobody:x:65534:65534:nobody:/home:/bin/false\napp:x:1000:1500::/home/app:/bin/sh\n",
     );
-    write(
-        &dst.join("etc/group"),
-        "root:x:0:\nnogroup:x:65533:\nstaff:x:50:app\n",
-    );
+    write(&dst.join("etc/group"), "root:x:0:\nnogroup:x:65533:\nstaff:x:50:app\n");
 }
 
 #[test]
 fn chown_resolution() {
     let e = env();
     user_db(&e.dst);
-    let c = |u: &str, g: Option<&str>| {
-        resolve_chown(
-            &e.dst,
-            &Chown {
-                user: u.into(),
-                group: g.map(Into::into),
-            },
-        )
-    };
+    let c = |u: &str, g: Option<&str>| resolve_chown(&e.dst, &Chown { user: u.into(), group: g.map(Into::into) });
     assert_eq!(c("1000", None).unwrap(), (1000, 1000));
     assert_eq!(c("1000", Some("1000")).unwrap(), (1000, 1000));
     assert_eq!(c("42", Some("7")).unwrap(), (42, 7));
@@ -535,25 +442,8 @@ fn chown_resolution() {
     write(&e2.dst.join("real/passwd"), "app:x:77:88::/:/bin/sh\n");
     fs::create_dir(e2.dst.join("etc")).unwrap();
     symlink("/real/passwd", e2.dst.join("etc/passwd")).unwrap();
-    assert_eq!(
-        resolve_chown(
-            &e2.dst,
-            &Chown {
-                user: "app".into(),
-                group: None
-            }
-        )
-        .unwrap(),
-        (77, 88)
-    );
-    let err = resolve_chown(
-        &e2.dst,
-        &Chown {
-            user: "1".into(),
-            group: Some("g".into()),
-        },
-    )
-    .unwrap_err();
+    assert_eq!(resolve_chown(&e2.dst, &Chown { user: "app".into(), group: None }).unwrap(), (77, 88));
+    let err = resolve_chown(&e2.dst, &Chown { user: "1".into(), group: Some("g".into()) }).unwrap_err();
     assert!(err.to_string().contains("no /etc/group"), "{err}");
 }
 
@@ -563,10 +453,7 @@ fn chown_by_name_through_the_op() {
     semantics_tree(&e.src);
     user_db(&e.dst);
     let mut o = op(&["top.txt"], "/named-owner.txt");
-    o.chown = Some(Chown {
-        user: "nobody".into(),
-        group: Some("nogroup".into()),
-    });
+    o.chown = Some(Chown { user: "nobody".into(), group: Some("nogroup".into()) });
     run(&e, &o).unwrap();
     assert_eq!(owner(&e.dst.join("named-owner.txt")), (65534, 65533));
 }
@@ -589,10 +476,7 @@ fn chmod_octal_and_symbolic() {
     assert_eq!(mode(&e.dst.join("sym/sub")), 0o750);
     assert_eq!(mode(&e.dst.join("sym/sub/b.txt")), 0o640);
     // The symlink keeps its own (ignored) mode.
-    assert!(fs::symlink_metadata(e.dst.join("sym/link-to-a"))
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    assert!(fs::symlink_metadata(e.dst.join("sym/link-to-a")).unwrap().file_type().is_symlink());
 
     let mut o = op(&["dir"], "/oct");
     o.chmod = Some("4711".into());
@@ -603,11 +487,7 @@ fn chmod_octal_and_symbolic() {
     let mut o = op(&["top.txt"], "/bad");
     o.chmod = Some("0999".into());
     let err = run(&e, &o).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("it should be octal string and between 0 and 07777"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("it should be octal string and between 0 and 07777"), "{err}");
     assert!(parse_chmod("u+x").is_ok());
     assert!(parse_chmod("u+q").is_err());
 }
@@ -640,51 +520,26 @@ fn modes_times_special_bits_and_devices_are_kept() {
     )
     .unwrap();
     let t = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: 1_500_000_000,
-            tv_nsec: 5,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: 1_600_000_000,
-            tv_nsec: 123_456_789,
-        },
+        last_access: rustix::fs::Timespec { tv_sec: 1_500_000_000, tv_nsec: 5 },
+        last_modification: rustix::fs::Timespec { tv_sec: 1_600_000_000, tv_nsec: 123_456_789 },
     };
     for p in ["s/orig", "s/sticky"] {
-        rustix::fs::utimensat(
-            rustix::fs::CWD,
-            e.src.join(p),
-            &t,
-            rustix::fs::AtFlags::empty(),
-        )
-        .unwrap();
+        rustix::fs::utimensat(rustix::fs::CWD, e.src.join(p), &t, rustix::fs::AtFlags::empty()).unwrap();
     }
     symlink("orig", e.src.join("s/ln")).unwrap();
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        e.src.join("s/ln"),
-        &t,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
+    rustix::fs::utimensat(rustix::fs::CWD, e.src.join("s/ln"), &t, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
     run_with(&e, &op(&["s"], "/s"), None, &no_exclude, false).unwrap();
 
     assert_eq!(mode(&e.dst.join("s/orig")), 0o4755);
     assert_eq!(mode(&e.dst.join("s/sticky")), 0o1777);
     assert_eq!(mode(&e.dst.join("s/empty")), 0o000);
-    assert!(fs::symlink_metadata(e.dst.join("s/fifo"))
-        .unwrap()
-        .file_type()
-        .is_fifo_like());
+    assert!(fs::symlink_metadata(e.dst.join("s/fifo")).unwrap().file_type().is_fifo_like());
     assert_eq!(mode(&e.dst.join("s/fifo")), 0o640);
     let null = fs::symlink_metadata(e.dst.join("s/null")).unwrap();
     assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
     for p in ["s/orig", "s/sticky", "s/ln"] {
         let m = fs::symlink_metadata(e.dst.join(p)).unwrap();
-        assert_eq!(
-            (m.mtime(), m.mtime_nsec()),
-            (1_600_000_000, 123_456_789),
-            "{p}"
-        );
+        assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 123_456_789), "{p}");
         assert_eq!((m.atime(), m.atime_nsec()), (1_500_000_000, 5), "{p}");
     }
 }
@@ -709,10 +564,7 @@ fn hard_links_stay_linked() {
     let ino = |p: &str| fs::metadata(e.dst.join(p)).unwrap().ino();
     assert_eq!(ino("h/one"), ino("h/two"));
     assert_eq!(ino("h/one"), ino("h/sub/three"));
-    assert_ne!(
-        ino("h/one"),
-        fs::metadata(e.src.join("h/one")).unwrap().ino()
-    );
+    assert_ne!(ino("h/one"), fs::metadata(e.src.join("h/one")).unwrap().ino());
     assert_eq!(stats.files, 1);
     assert_eq!(stats.hardlinks, 2);
 }
@@ -729,17 +581,9 @@ fn extended_attributes_and_capabilities_are_kept() {
     cap[4..8].copy_from_slice(&(1u32 << 13).to_le_bytes());
     xattr::set(e.src.join("x/ping"), "security.capability", &cap).unwrap();
     run_with(&e, &op(&["x"], "/x"), Some((1000, 1000)), &no_exclude, true).unwrap();
-    assert_eq!(
-        xattr::get(e.dst.join("x/ping"), "user.note")
-            .unwrap()
-            .as_deref(),
-        Some(&b"hello"[..])
-    );
+    assert_eq!(xattr::get(e.dst.join("x/ping"), "user.note").unwrap().as_deref(), Some(&b"hello"[..]));
     // Set after chown, which would otherwise have dropped it.
-    assert_eq!(
-        xattr::get(e.dst.join("x/ping"), "security.capability").unwrap(),
-        Some(cap)
-    );
+    assert_eq!(xattr::get(e.dst.join("x/ping"), "security.capability").unwrap(), Some(cap));
 }
 
 // ---- exclusion
@@ -760,10 +604,7 @@ fn exclude_predicate_sees_paths_relative_to_the_source_root() {
     assert!(!e.dst.join("ex/notes.md").exists());
     let seen = seen.into_inner().unwrap();
     assert!(seen.contains(&("dir/sub".to_string(), true)));
-    assert!(
-        !seen.iter().any(|(p, _)| p == "dir/sub/b.txt"),
-        "an excluded directory is not descended"
-    );
+    assert!(!seen.iter().any(|(p, _)| p == "dir/sub/b.txt"), "an excluded directory is not descended");
 
     // Excluded entries do not exist: as literal sources or glob matches.
     let ex2 = |p: &str, _: bool| p == "top.txt" || p == "other/c.md";
@@ -829,11 +670,7 @@ fn add_extracts_archives_by_content() {
     let t = tar_bytes(&[("inner/f", b"hi\n", 0o640, 77), ("top", b"t", 0o4755, 0)]);
     fs::write(e.src.join("plain.tar"), &t).unwrap();
     fs::write(e.src.join("bundle.tar.gz"), gzip(&t)).unwrap();
-    fs::write(
-        e.src.join("disguised.txt"),
-        zstd::encode_all(&t[..], 3).unwrap(),
-    )
-    .unwrap();
+    fs::write(e.src.join("disguised.txt"), zstd::encode_all(&t[..], 3).unwrap()).unwrap();
     {
         let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
         enc.write_all(&t).unwrap();
@@ -859,23 +696,12 @@ fn add_extracts_archives_by_content() {
         assert_eq!(mode(&d.join("inner/f")), 0o640);
         assert_eq!(owner(&d.join("inner/f")), (77, 77), "archive owners kept");
         assert_eq!(mode(&d.join("top")), 0o4755);
-        assert_eq!(
-            fs::metadata(d.join("inner/f")).unwrap().mtime(),
-            1_600_000_000
-        );
+        assert_eq!(fs::metadata(d.join("inner/f")).unwrap().mtime(), 1_600_000_000);
         assert_eq!(mode(&d), 0o755);
     }
-    for (src, dest) in [
-        ("disguised.txt", "/z/"),
-        ("a.tbz", "/bz/"),
-        ("a.txz", "/xz/"),
-    ] {
+    for (src, dest) in [("disguised.txt", "/z/"), ("a.tbz", "/bz/"), ("a.txz", "/xz/")] {
         run(&e, &add(&[src], dest)).unwrap();
-        assert_eq!(
-            read(&e.dst.join(&dest[1..]).join("inner/f")),
-            "hi\n",
-            "{src}"
-        );
+        assert_eq!(read(&e.dst.join(&dest[1..]).join("inner/f")), "hi\n", "{src}");
     }
     // Not archives: copied as files.
     run(&e, &add(&["note.txt"], "/notes/")).unwrap();
@@ -886,14 +712,7 @@ fn add_extracts_archives_by_content() {
     run(&e, &op(&["bundle.tar.gz"], "/not-extracted/")).unwrap();
     assert!(e.dst.join("not-extracted/bundle.tar.gz").is_file());
     // --chown overrides the archive's owners.
-    run_with(
-        &e,
-        &add(&["plain.tar"], "/owned/"),
-        Some((5, 6)),
-        &no_exclude,
-        true,
-    )
-    .unwrap();
+    run_with(&e, &add(&["plain.tar"], "/owned/"), Some((5, 6)), &no_exclude, true).unwrap();
     assert_eq!(owner(&e.dst.join("owned/inner/f")), (5, 6));
     assert_eq!(owner(&e.dst.join("owned")), (5, 6));
 }
@@ -930,8 +749,7 @@ fn add_extraction_stays_in_the_destination() {
     let mut f = tar::Header::new_gnu();
     f.set_size(3);
     f.set_mode(0o644);
-    b.append_data(&mut f, "l/strata-add-test", &b"bad"[..])
-        .unwrap();
+    b.append_data(&mut f, "l/strata-add-test", &b"bad"[..]).unwrap();
     // A hard link to a file outside: refused.
     let mut hl = tar::Header::new_gnu();
     hl.set_entry_type(tar::EntryType::Link);
@@ -969,11 +787,7 @@ fn parents_keep_source_directories() {
     };
     run(&e, &par(&["a/b/c.txt"], "/dst/")).unwrap();
     assert_eq!(read(&e.dst.join("dst/a/b/c.txt")), "c");
-    assert_eq!(
-        mode(&e.dst.join("dst/a/b")),
-        0o750,
-        "parents take their source directory's mode"
-    );
+    assert_eq!(mode(&e.dst.join("dst/a/b")), 0o750, "parents take their source directory's mode");
 
     run(&e, &par(&["./x/./y/*.txt"], "/p/")).unwrap();
     assert_eq!(read(&e.dst.join("p/y/a.txt")), "xa");
@@ -1032,10 +846,7 @@ fn conformance_copy_semantics() {
     r(op(&["top.txt"], "/renamed.txt"), None);
     r(op(&["dir"], "/owned"), Some((1000, 1000)));
     let mut named = op(&["top.txt"], "/named-owner.txt");
-    named.chown = Some(Chown {
-        user: "nobody".into(),
-        group: Some("nogroup".into()),
-    });
+    named.chown = Some(Chown { user: "nobody".into(), group: Some("nogroup".into()) });
     r(named, None);
     let mut exec = op(&["top.txt"], "/exec.txt");
     exec.chmod = Some("0755".into());
@@ -1046,20 +857,10 @@ fn conformance_copy_semantics() {
 
     let d = &e.dst;
     assert_eq!(read(&d.join("copied-dir/a.txt")), "a\n");
-    if fs::symlink_metadata(src.join("dir/link-to-a"))
-        .unwrap()
-        .file_type()
-        .is_symlink()
-    {
-        assert_eq!(
-            fs::read_link(d.join("copied-dir/link-to-a")).unwrap(),
-            Path::new("a.txt")
-        );
+    if fs::symlink_metadata(src.join("dir/link-to-a")).unwrap().file_type().is_symlink() {
+        assert_eq!(fs::read_link(d.join("copied-dir/link-to-a")).unwrap(), Path::new("a.txt"));
     } else {
-        assert_eq!(
-            fs::read(d.join("copied-dir/link-to-a")).unwrap(),
-            fs::read(src.join("dir/link-to-a")).unwrap()
-        );
+        assert_eq!(fs::read(d.join("copied-dir/link-to-a")).unwrap(), fs::read(src.join("dir/link-to-a")).unwrap());
     }
     assert_eq!(read(&d.join("copied-dir-slash/sub/b.txt")), "b\n");
     assert!(d.join("multi/top.txt").is_file() && d.join("multi/c.md").is_file());
@@ -1160,22 +961,14 @@ fn add_keeps_pax_xattrs_devices_and_hard_links() {
     let stats = run(&e, &o).unwrap();
     assert_eq!(stats.archive_entries, 4);
     let f = e.dst.join("r/bin/f");
-    assert_eq!(
-        xattr::get(&f, "user.origin").unwrap().as_deref(),
-        Some(&b"archive"[..])
-    );
+    assert_eq!(xattr::get(&f, "user.origin").unwrap().as_deref(), Some(&b"archive"[..]));
     let m = fs::metadata(&f).unwrap();
     assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 250_000_000));
     assert_eq!(mode(&f), 0o755);
     let h = fs::metadata(e.dst.join("r/bin/h")).unwrap();
     assert_eq!(h.ino(), fs::metadata(e.dst.join("r/bin/g")).unwrap().ino());
     assert_eq!(h.mtime(), 7);
-    assert_eq!(
-        fs::symlink_metadata(e.dst.join("r/dev/null"))
-            .unwrap()
-            .rdev(),
-        rustix::fs::makedev(1, 3)
-    );
+    assert_eq!(fs::symlink_metadata(e.dst.join("r/dev/null")).unwrap().rdev(), rustix::fs::makedev(1, 3));
     // Implied parents: 0755, root.
     assert_eq!(mode(&e.dst.join("r/bin")), 0o755);
     assert_eq!(mode(&e.dst.join("r")), 0o755);

@@ -77,19 +77,29 @@ pub struct ArchiveImage {
 
 fn read_manifest(store: &BlobStore, desc: &Descriptor) -> Result<Manifest, DockerArchiveError> {
     if media::is_index(&desc.media_type) {
-        return Err(DockerArchiveError::NotAManifest { digest: desc.digest.clone(), media_type: desc.media_type.clone() });
+        return Err(DockerArchiveError::NotAManifest {
+            digest: desc.digest.clone(),
+            media_type: desc.media_type.clone(),
+        });
     }
     let size = store.size(&desc.digest)?;
     if size > MAX_MANIFEST_BYTES {
-        return Err(DockerArchiveError::InvalidManifest { digest: desc.digest.clone(), reason: format!("{size} bytes is too large for a manifest") });
+        return Err(DockerArchiveError::InvalidManifest {
+            digest: desc.digest.clone(),
+            reason: format!("{size} bytes is too large for a manifest"),
+        });
     }
     let bytes = store.read_blob(&desc.digest)?;
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| DockerArchiveError::InvalidManifest { digest: desc.digest.clone(), reason: e.to_string() })?;
     if v.get("manifests").is_some() {
-        return Err(DockerArchiveError::NotAManifest { digest: desc.digest.clone(), media_type: media::OCI_INDEX.into() });
+        return Err(DockerArchiveError::NotAManifest {
+            digest: desc.digest.clone(),
+            media_type: media::OCI_INDEX.into(),
+        });
     }
-    serde_json::from_value(v).map_err(|e| DockerArchiveError::InvalidManifest { digest: desc.digest.clone(), reason: e.to_string() })
+    serde_json::from_value(v)
+        .map_err(|e| DockerArchiveError::InvalidManifest { digest: desc.digest.clone(), reason: e.to_string() })
 }
 
 fn docker_layer_type(t: &str) -> String {
@@ -185,7 +195,8 @@ fn plan(store: &BlobStore, images: &[ArchiveImage]) -> Result<Plan, DockerArchiv
         entry.annotations.remove(CONTAINERD_IMAGE_NAME);
         let mut named = false;
         for n in &img.names {
-            let r = Reference::parse(n).map_err(|e| DockerArchiveError::InvalidName { name: n.clone(), reason: e.to_string() })?;
+            let r = Reference::parse(n)
+                .map_err(|e| DockerArchiveError::InvalidName { name: n.clone(), reason: e.to_string() })?;
             let mut e = entry.clone();
             e.annotations.insert(CONTAINERD_IMAGE_NAME.into(), r.to_string());
             if let Some(tag) = &r.tag {
@@ -206,7 +217,12 @@ fn plan(store: &BlobStore, images: &[ArchiveImage]) -> Result<Plan, DockerArchiv
             "Layers": m.layers.iter().map(|l| blob_name(&l.digest)).collect::<Vec<_>>(),
         }));
     }
-    let index = Index { schema_version: 2, media_type: Some(media::OCI_INDEX.into()), manifests: index_entries, annotations: BTreeMap::new() };
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(media::OCI_INDEX.into()),
+        manifests: index_entries,
+        annotations: BTreeMap::new(),
+    };
     Ok(Plan {
         blobs,
         index_json: canonical_json(&index),
@@ -215,7 +231,11 @@ fn plan(store: &BlobStore, images: &[ArchiveImage]) -> Result<Plan, DockerArchiv
 }
 
 /// Write a docker archive of `images` (blobs from `store`) to `out`; returns `out`.
-pub fn write_docker_archive<W: Write>(out: W, store: &BlobStore, images: &[ArchiveImage]) -> Result<W, DockerArchiveError> {
+pub fn write_docker_archive<W: Write>(
+    out: W,
+    store: &BlobStore,
+    images: &[ArchiveImage],
+) -> Result<W, DockerArchiveError> {
     let plan = plan(store, images)?;
     let w = DockerArchiveError::Write;
     let mut b = tar::Builder::new(out);
@@ -233,7 +253,11 @@ pub fn write_docker_archive<W: Write>(out: W, store: &BlobStore, images: &[Archi
         }
     }
     let marker = br#"{"imageLayoutVersion":"1.0.0"}"#;
-    for (name, data) in [("index.json", plan.index_json.as_slice()), ("manifest.json", plan.manifest_json.as_slice()), ("oci-layout", &marker[..])] {
+    for (name, data) in [
+        ("index.json", plan.index_json.as_slice()),
+        ("manifest.json", plan.manifest_json.as_slice()),
+        ("oci-layout", &marker[..]),
+    ] {
         b.append(&header(name, data.len() as u64, tar::EntryType::Regular, 0o644), data).map_err(w)?;
     }
     b.into_inner().map_err(w)
@@ -241,7 +265,10 @@ pub fn write_docker_archive<W: Write>(out: W, store: &BlobStore, images: &[Archi
 
 /// Write to `dest`: `-` for standard output, else a file written under a temporary
 /// name beside it, synced and renamed into place (removed on failure).
-pub fn write_output<E: From<io::Error>>(dest: &str, write: impl FnOnce(&mut dyn Write) -> Result<(), E>) -> Result<(), E> {
+pub fn write_output<E: From<io::Error>>(
+    dest: &str,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+) -> Result<(), E> {
     if dest == "-" {
         let mut out = BufWriter::with_capacity(128 * 1024, io::stdout().lock());
         write(&mut out)?;
@@ -267,13 +294,23 @@ pub fn write_output<E: From<io::Error>>(dest: &str, write: impl FnOnce(&mut dyn 
 }
 
 /// [`write_docker_archive`] to a file or `-` (see [`write_output`]).
-pub fn write_docker_archive_to(dest: &str, store: &BlobStore, images: &[ArchiveImage]) -> Result<(), DockerArchiveError> {
+pub fn write_docker_archive_to(
+    dest: &str,
+    store: &BlobStore,
+    images: &[ArchiveImage],
+) -> Result<(), DockerArchiveError> {
     write_output(dest, |out| write_docker_archive(out, store, images).map(|_| ()))
 }
 
 /// The `-o type=docker` / `strata save --format docker` entry point: one image, with
 /// Docker media types unless `oci_media_types`, named `names`, to a file or `-`.
-pub fn write_docker_image_to(dest: &str, store: &BlobStore, manifest: &Descriptor, names: &[String], oci_media_types: bool) -> Result<(), DockerArchiveError> {
+pub fn write_docker_image_to(
+    dest: &str,
+    store: &BlobStore,
+    manifest: &Descriptor,
+    names: &[String],
+    oci_media_types: bool,
+) -> Result<(), DockerArchiveError> {
     let manifest = if oci_media_types { manifest.clone() } else { docker_media_types(store, manifest)? };
     write_docker_archive_to(dest, store, &[ArchiveImage { manifest, names: names.to_vec() }])
 }
@@ -291,7 +328,12 @@ mod tests {
 
     fn tiny_image(store: &BlobStore) -> Descriptor {
         let layer = store.put_bytes(b"not really a layer").unwrap();
-        let config = ImageConfig { architecture: "amd64".into(), os: "linux".into(), rootfs: RootFs { kind: "layers".into(), diff_ids: vec![layer.clone()] }, ..Default::default() };
+        let config = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            rootfs: RootFs { kind: "layers".into(), diff_ids: vec![layer.clone()] },
+            ..Default::default()
+        };
         let cb = canonical_json(&config);
         let cd = store.put_bytes(&cb).unwrap();
         let m = Manifest {
@@ -317,7 +359,10 @@ mod tests {
         assert_eq!(m.layers[0].media_type, media::DOCKER_LAYER_GZIP);
         assert_eq!(docker_media_types(&store, &docker).unwrap(), docker, "already docker: unchanged");
 
-        let images = [ArchiveImage { manifest: docker.clone(), names: vec!["app".into(), "registry.example:5000/team/app:v1".into()] }];
+        let images = [ArchiveImage {
+            manifest: docker.clone(),
+            names: vec!["app".into(), "registry.example:5000/team/app:v1".into()],
+        }];
         let a = write_docker_archive(Vec::new(), &store, &images).unwrap();
         assert_eq!(a, write_docker_archive(Vec::new(), &store, &images).unwrap(), "deterministic");
         let mut ar = tar::Archive::new(a.as_slice());

@@ -89,7 +89,11 @@ fn options_key(opts: &ExportOptions) -> String {
         Compression::Zstd { level } => format!("zstd{level}"),
         Compression::Uncompressed => "tar".to_string(),
     };
-    format!("{c}-{}-{}", if opts.oci_media_types { "oci" } else { "docker" }, opts.source_date_epoch.map(|e| e.to_string()).unwrap_or_else(|| "none".into()))
+    format!(
+        "{c}-{}-{}",
+        if opts.oci_media_types { "oci" } else { "docker" },
+        opts.source_date_epoch.map(|e| e.to_string()).unwrap_or_else(|| "none".into())
+    )
 }
 
 fn docker_media_type(oci: &str) -> String {
@@ -113,13 +117,19 @@ fn oci_media_type(docker: &str) -> String {
 /// `config.history` holds one entry per instruction; entries with `empty_layer == false`
 /// are matched in order with the layers that are not empty. A layer whose diff is
 /// empty is left out and its history entry marked `empty_layer`.
-pub fn build_image(store: &BlobStore, mut config: ImageConfig, layers: &[LayerInput], opts: &ExportOptions) -> Result<BuiltImage, ExportError> {
+pub fn build_image(
+    store: &BlobStore,
+    mut config: ImageConfig,
+    layers: &[LayerInput],
+    opts: &ExportOptions,
+) -> Result<BuiltImage, ExportError> {
     let key = options_key(opts);
     let mut blobs: Vec<Option<LayerBlob>> = Vec::with_capacity(layers.len());
     for l in layers {
         if let Some(src) = &l.source {
             let mut b = src.clone();
-            b.media_type = if opts.oci_media_types { oci_media_type(&b.media_type) } else { docker_media_type(&b.media_type) };
+            b.media_type =
+                if opts.oci_media_types { oci_media_type(&b.media_type) } else { docker_media_type(&b.media_type) };
             blobs.push(Some(b));
             continue;
         }
@@ -131,7 +141,11 @@ pub fn build_image(store: &BlobStore, mut config: ImageConfig, layers: &[LayerIn
             blobs.push(Some(b));
             continue;
         }
-        let lo = LayerOptions { compression: opts.compression, source_date_epoch: opts.source_date_epoch, oci_media_types: opts.oci_media_types };
+        let lo = LayerOptions {
+            compression: opts.compression,
+            source_date_epoch: opts.source_date_epoch,
+            oci_media_types: opts.oci_media_types,
+        };
         let b = write_layer(&l.dir, store, &lo)?;
         remember_blob(&l.meta_dir, &key, &b);
         blobs.push(Some(b));
@@ -162,8 +176,11 @@ pub fn build_image(store: &BlobStore, mut config: ImageConfig, layers: &[LayerIn
     config.rootfs.diff_ids = kept.iter().map(|b| b.diff_id.clone()).collect();
     let config_bytes = canonical_json(&config);
     let config_digest = store.put_bytes(&config_bytes)?;
-    let (manifest_type, config_type) =
-        if opts.oci_media_types { (media::OCI_MANIFEST, media::OCI_CONFIG) } else { (media::DOCKER_MANIFEST, media::DOCKER_CONFIG) };
+    let (manifest_type, config_type) = if opts.oci_media_types {
+        (media::OCI_MANIFEST, media::OCI_CONFIG)
+    } else {
+        (media::DOCKER_MANIFEST, media::DOCKER_CONFIG)
+    };
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(manifest_type.to_string()),

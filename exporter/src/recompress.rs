@@ -70,7 +70,12 @@ fn compressed_type(manifest_type: &str, c: Compression) -> &'static str {
 
 /// The image behind `manifest` with every plain layer compressed; returns the new
 /// manifest's descriptor (the same one when nothing needed compressing).
-pub fn compress_image(store: &BlobStore, manifest: &Descriptor, c: Compression, jobs: usize) -> Result<Descriptor, ExportError> {
+pub fn compress_image(
+    store: &BlobStore,
+    manifest: &Descriptor,
+    c: Compression,
+    jobs: usize,
+) -> Result<Descriptor, ExportError> {
     let mut m: Manifest = serde_json::from_slice(&store.read_blob(&manifest.digest)?)
         .map_err(|e| ExportError::Io(std::io::Error::other(format!("manifest {}: {e}", manifest.digest))))?;
     let plain: Vec<usize> = m

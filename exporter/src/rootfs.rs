@@ -82,13 +82,25 @@ fn read_err(path: &Path) -> impl FnOnce(io::Error) -> RootfsError + '_ {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     Dir,
-    File { size: u64 },
-    Symlink { target: PathBuf },
+    File {
+        size: u64,
+    },
+    Symlink {
+        target: PathBuf,
+    },
     /// Another name of a file already given, by its (relative) path.
-    HardLink { target: PathBuf },
+    HardLink {
+        target: PathBuf,
+    },
     Fifo,
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
 }
 
 /// One entry of the merged tree.
@@ -142,7 +154,11 @@ pub fn export_rootfs_to_dir(layer_dirs: &[PathBuf], dest: &Path) -> Result<Rootf
 }
 
 /// [`export_rootfs`] as one tar stream into `out`; mtimes clamped to `source_date_epoch`.
-pub fn export_rootfs_tar<W: Write>(layer_dirs: &[PathBuf], out: W, source_date_epoch: Option<i64>) -> Result<(W, RootfsStats), RootfsError> {
+pub fn export_rootfs_tar<W: Write>(
+    layer_dirs: &[PathBuf],
+    out: W,
+    source_date_epoch: Option<i64>,
+) -> Result<(W, RootfsStats), RootfsError> {
     let mut sink = TarSink::new(out, source_date_epoch);
     let stats = export_rootfs(layer_dirs, &mut sink)?;
     Ok((sink.finish()?, stats))
@@ -151,7 +167,12 @@ pub fn export_rootfs_tar<W: Write>(layer_dirs: &[PathBuf], out: W, source_date_e
 /// The `-o type=local|tar` destination rule: a tree into the directory `dest`, or (with
 /// `as_tar`, or `dest` = `-`) one tar into the file `dest` (written under a temporary
 /// name, then renamed) or standard output.
-pub fn export_rootfs_to(dest: &str, layer_dirs: &[PathBuf], as_tar: bool, source_date_epoch: Option<i64>) -> Result<RootfsStats, RootfsError> {
+pub fn export_rootfs_to(
+    dest: &str,
+    layer_dirs: &[PathBuf],
+    as_tar: bool,
+    source_date_epoch: Option<i64>,
+) -> Result<RootfsStats, RootfsError> {
     if !as_tar && dest != "-" {
         return export_rootfs_to_dir(layer_dirs, Path::new(dest));
     }
@@ -264,7 +285,12 @@ impl Merger<'_> {
         Ok(())
     }
 
-    fn entry_for(&mut self, path: PathBuf, source: PathBuf, meta: &Metadata) -> Result<Option<RootfsEntry>, RootfsError> {
+    fn entry_for(
+        &mut self,
+        path: PathBuf,
+        source: PathBuf,
+        meta: &Metadata,
+    ) -> Result<Option<RootfsEntry>, RootfsError> {
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
             EntryKind::Dir
@@ -442,10 +468,16 @@ impl RootfsSink for DirSink {
             EntryKind::Dir => {
                 let parent_fd = &self.stack.last().expect("destination open").1;
                 if !self.clear(name, &rel, true)? {
-                    rustix::fs::mkdirat(parent_fd, name, Mode::from_raw_mode(0o700)).map_err(|err| self.werr(&rel)(err.into()))?;
+                    rustix::fs::mkdirat(parent_fd, name, Mode::from_raw_mode(0o700))
+                        .map_err(|err| self.werr(&rel)(err.into()))?;
                 }
-                let fd = rustix::fs::openat(parent_fd, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(|err| self.werr(&rel)(err.into()))?;
+                let fd = rustix::fs::openat(
+                    parent_fd,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|err| self.werr(&rel)(err.into()))?;
                 {
                     let f = File::from(fd.try_clone().map_err(self.werr(&rel))?);
                     set_xattrs(&f, e);
@@ -469,15 +501,25 @@ impl RootfsSink for DirSink {
             EntryKind::Symlink { target } => {
                 self.clear(name, &rel, false)?;
                 let parent_fd = &self.stack.last().expect("destination open").1;
-                rustix::fs::symlinkat(target.as_os_str(), parent_fd, name).map_err(|err| self.werr(&rel)(err.into()))?;
-                let _ = rustix::fs::utimensat(parent_fd, name, &timestamps(e.mtime, e.mtime_nsec), AtFlags::SYMLINK_NOFOLLOW);
+                rustix::fs::symlinkat(target.as_os_str(), parent_fd, name)
+                    .map_err(|err| self.werr(&rel)(err.into()))?;
+                let _ = rustix::fs::utimensat(
+                    parent_fd,
+                    name,
+                    &timestamps(e.mtime, e.mtime_nsec),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                );
             }
             EntryKind::Fifo | EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } => {
                 self.clear(name, &rel, false)?;
                 let parent_fd = &self.stack.last().expect("destination open").1;
                 let (ft, dev) = match e.kind {
-                    EntryKind::CharDevice { major, minor } => (rustix::fs::FileType::CharacterDevice, rustix::fs::makedev(major, minor)),
-                    EntryKind::BlockDevice { major, minor } => (rustix::fs::FileType::BlockDevice, rustix::fs::makedev(major, minor)),
+                    EntryKind::CharDevice { major, minor } => {
+                        (rustix::fs::FileType::CharacterDevice, rustix::fs::makedev(major, minor))
+                    }
+                    EntryKind::BlockDevice { major, minor } => {
+                        (rustix::fs::FileType::BlockDevice, rustix::fs::makedev(major, minor))
+                    }
                     _ => (rustix::fs::FileType::Fifo, 0),
                 };
                 if ft != rustix::fs::FileType::Fifo && !self.is_root {
@@ -493,8 +535,14 @@ impl RootfsSink for DirSink {
                     }
                     return Err(self.werr(&rel)(err.into()));
                 }
-                rustix::fs::chmodat(parent_fd, name, Mode::from_raw_mode(e.mode), AtFlags::empty()).map_err(|err| self.werr(&rel)(err.into()))?;
-                let _ = rustix::fs::utimensat(parent_fd, name, &timestamps(e.mtime, e.mtime_nsec), AtFlags::SYMLINK_NOFOLLOW);
+                rustix::fs::chmodat(parent_fd, name, Mode::from_raw_mode(e.mode), AtFlags::empty())
+                    .map_err(|err| self.werr(&rel)(err.into()))?;
+                let _ = rustix::fs::utimensat(
+                    parent_fd,
+                    name,
+                    &timestamps(e.mtime, e.mtime_nsec),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                );
             }
         }
         Ok(())
@@ -732,7 +780,8 @@ mod tests {
     }
 
     fn whiteout(p: &Path) -> bool {
-        rustix::fs::mknodat(rustix::fs::CWD, p, rustix::fs::FileType::CharacterDevice, Mode::from_raw_mode(0), 0).is_ok()
+        rustix::fs::mknodat(rustix::fs::CWD, p, rustix::fs::FileType::CharacterDevice, Mode::from_raw_mode(0), 0)
+            .is_ok()
     }
 
     fn opaque(p: &Path) -> bool {
@@ -791,7 +840,10 @@ mod tests {
         // A later layer brings var back: only what it adds is there.
         write(&l2.join("var/new"), "n");
         let layers = vec![l0.clone(), l1.clone(), l2.clone()];
-        assert_eq!(names(&layers), ["bin/", "bin/sh", "opt/", "opt/keep", "opt/old/", "opt/old/new", "var/", "var/new"]);
+        assert_eq!(
+            names(&layers),
+            ["bin/", "bin/sh", "opt/", "opt/keep", "opt/old/", "opt/old/new", "var/", "var/new"]
+        );
 
         let out = t.path().join("out");
         export_rootfs_to_dir(&layers, &out).unwrap();

@@ -7,7 +7,9 @@ fn big_dockerfile(n: usize) -> String {
     let mut s = String::from("# syntax=docker/dockerfile:1\nARG BASE=busybox\nFROM ${BASE} AS build\n");
     for i in 0..n {
         match i % 8 {
-            0 => s.push_str(&format!("RUN --mount=type=cache,target=/c{i} echo step {i} && \\\n    echo continued {i}\n")),
+            0 => s.push_str(&format!(
+                "RUN --mount=type=cache,target=/c{i} echo step {i} && \\\n    echo continued {i}\n"
+            )),
             1 => s.push_str(&format!("ENV K{i}=v{i} OTHER{i}=\"quoted value {i}\"\n")),
             2 => s.push_str(&format!("COPY --chown=1000:1000 src/{i} /app/{i}/\n")),
             3 => s.push_str(&format!("LABEL l{i}=\"x\" m{i}=y\n")),

@@ -114,12 +114,7 @@ impl Pattern {
     fn compile(cleaned: String, exclusion: bool) -> Pattern {
         let dir_count = cleaned.split('/').count();
         let matcher = build_matcher(&cleaned);
-        Pattern {
-            cleaned,
-            exclusion,
-            dir_count,
-            matcher,
-        }
+        Pattern { cleaned, exclusion, dir_count, matcher }
     }
 
     /// Tests one (already `/`-separated) path against this pattern alone.
@@ -168,10 +163,7 @@ impl PatternMatcher {
     /// marks an exclusion, and a lone `!` is [`IgnoreError::IllegalExclusion`]. A
     /// pattern that Go's `filepath.Match` rejects is [`IgnoreError::BadPattern`].
     pub fn new(patterns: &[String]) -> Result<Self, IgnoreError> {
-        let mut pm = PatternMatcher {
-            patterns: Vec::with_capacity(patterns.len()),
-            exclusions: false,
-        };
+        let mut pm = PatternMatcher { patterns: Vec::with_capacity(patterns.len()), exclusions: false };
         for raw in patterns {
             let trimmed = raw.trim();
             if trimmed.is_empty() {
@@ -278,15 +270,10 @@ impl PatternMatcher {
     ) -> Result<(bool, MatchInfo), IgnoreError> {
         let parent_matched = &parent_info.parent_matched;
         if !parent_matched.is_empty() && parent_matched.len() != self.patterns.len() {
-            return Err(IgnoreError::WrongMatchInfo {
-                expected: self.patterns.len(),
-                got: parent_matched.len(),
-            });
+            return Err(IgnoreError::WrongMatchInfo { expected: self.patterns.len(), got: parent_matched.len() });
         }
         let mut matched = false;
-        let mut info = MatchInfo {
-            parent_matched: vec![false; self.patterns.len()],
-        };
+        let mut info = MatchInfo { parent_matched: vec![false; self.patterns.len()] };
         for (i, pattern) in self.patterns.iter().enumerate() {
             let mut hit = parent_matched.get(i).copied().unwrap_or(false);
             if !hit {
@@ -297,8 +284,7 @@ impl PatternMatcher {
                 if !hit && parent_matched.is_empty() {
                     let parent = go_dir(path);
                     if parent != "." {
-                        hit = parent_prefixes(&parent)
-                            .any(|dir| pattern.is_match(dir).unwrap_or(false));
+                        hit = parent_prefixes(&parent).any(|dir| pattern.is_match(dir).unwrap_or(false));
                     }
                 }
             }
@@ -363,10 +349,7 @@ pub fn matches_patterns(file: &str, patterns: &[String]) -> Result<bool, IgnoreE
 /// Upstream's package-level `MatchesOrParentMatches(file, patterns)`: compiles
 /// `patterns`, cleans `file` (`.` is never matched) and applies
 /// [`PatternMatcher::matches_or_parent_matches`].
-pub fn matches_or_parent_matches_patterns(
-    file: &str,
-    patterns: &[String],
-) -> Result<bool, IgnoreError> {
+pub fn matches_or_parent_matches_patterns(file: &str, patterns: &[String]) -> Result<bool, IgnoreError> {
     let pm = PatternMatcher::new(patterns)?;
     let file = clean(file);
     if file == "." {
@@ -485,10 +468,7 @@ fn go_dir(path: &str) -> String {
 /// The joins of the first 1, 2, … `/`-separated components of `parent` (a cleaned
 /// path), e.g. `a`, `a/b`, `a/b/c`; for `/a`: ``, `/a`.
 fn parent_prefixes(parent: &str) -> impl Iterator<Item = &str> {
-    parent
-        .match_indices('/')
-        .map(move |(i, _)| &parent[..i])
-        .chain(std::iter::once(parent))
+    parent.match_indices('/').map(move |(i, _)| &parent[..i]).chain(std::iter::once(parent))
 }
 
 // ---------------------------------------------------------------------------
@@ -858,9 +838,8 @@ fn perl_class(c: char) -> Option<&'static str> {
 
 /// Go's general category names (the `unicode.Categories` table).
 const GO_CATEGORIES: &[&str] = &[
-    "C", "Cc", "Cf", "Co", "Cs", "L", "Ll", "Lm", "Lo", "Lt", "Lu", "M", "Mc", "Me", "Mn", "N",
-    "Nd", "Nl", "No", "P", "Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps", "S", "Sc", "Sk", "Sm", "So",
-    "Z", "Zl", "Zp", "Zs",
+    "C", "Cc", "Cf", "Co", "Cs", "L", "Ll", "Lm", "Lo", "Lt", "Lu", "M", "Mc", "Me", "Mn", "N", "Nd", "Nl", "No", "P",
+    "Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps", "S", "Sc", "Sk", "Sm", "So", "Z", "Zl", "Zp", "Zs",
 ];
 
 /// `\pX`, `\p{Name}`, `\P…`, `\p{^Name}` at `s[i] == '\\'`; returns the `regex`
@@ -980,8 +959,8 @@ fn push_literal(out: &mut String, value: u32) {
 
 /// POSIX classes Go knows (all ASCII, same meaning in the `regex` crate).
 const POSIX_CLASSES: &[&str] = &[
-    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
-    "space", "upper", "word", "xdigit",
+    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct", "space", "upper", "word",
+    "xdigit",
 ];
 
 /// A Go bracket class starting at `s[i] == '['`, appended to `out` as a `regex`
@@ -1191,10 +1170,7 @@ mod tests {
             let err = PatternMatcher::new(&[bad.to_string()]).unwrap_err();
             assert_eq!(err.to_string(), "syntax error in pattern", "{bad}");
         }
-        assert_eq!(
-            PatternMatcher::new(&[" ! ".to_string()]).unwrap_err(),
-            IgnoreError::IllegalExclusion
-        );
+        assert_eq!(PatternMatcher::new(&[" ! ".to_string()]).unwrap_err(), IgnoreError::IllegalExclusion);
     }
 
     #[test]
@@ -1219,9 +1195,7 @@ mod tests {
             assert_eq!(got, m.matches_or_parent_matches(&acc).unwrap(), "{acc}");
             info = next;
         }
-        let wrong = MatchInfo {
-            parent_matched: vec![true],
-        };
+        let wrong = MatchInfo { parent_matched: vec![true] };
         assert!(m.matches_using_parent_results("x", &wrong).is_err());
     }
 
@@ -1264,8 +1238,8 @@ mod tests {
     #[test]
     fn no_panics_on_generated_input() {
         const ALPHABET: &[&str] = &[
-            "*", "**", "?", "[", "]", "^", "-", "\\", "/", "!", "a", "b", "é", "{", "}", "(",
-            ")", "$", ".", "|", "+", ":", "p", "P", "x", "Q", "E", "0", "7", "d", " ", "\u{feff}",
+            "*", "**", "?", "[", "]", "^", "-", "\\", "/", "!", "a", "b", "é", "{", "}", "(", ")", "$", ".", "|", "+",
+            ":", "p", "P", "x", "Q", "E", "0", "7", "d", " ", "\u{feff}",
         ];
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = move || {
@@ -1276,11 +1250,9 @@ mod tests {
         };
         for _ in 0..20_000 {
             let len = (next() % 8) as usize;
-            let pattern: String =
-                (0..len).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();
+            let pattern: String = (0..len).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();
             let plen = (next() % 6) as usize;
-            let path: String =
-                (0..plen).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();
+            let path: String = (0..plen).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();
             let pats = vec![pattern.clone(), format!("!{pattern}")];
             let _ = matches_patterns(&path, &pats);
             if let Ok(m) = PatternMatcher::new(&pats) {

@@ -181,7 +181,8 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions, resolver: &mut dyn ImageResol
         .collect();
     if !unused.is_empty() {
         let list = unused.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
-        l.warnings.push(LowerWarning { line: None, message: format!("One or more build-args [{list}] were not consumed") });
+        l.warnings
+            .push(LowerWarning { line: None, message: format!("One or more build-args [{list}] were not consumed") });
     }
     let st = l.states.remove(&target).expect("target lowered");
     let mut config = st.config;
@@ -287,17 +288,24 @@ impl<'a> Lowerer<'a> {
             };
             for f in from {
                 // `--from` may use ARGs of the stage; meta args cover the common case.
-                let name = self.expand_word(f, &self.meta_env(), c.location.start_line).unwrap_or_else(|_| f.to_string());
+                let name =
+                    self.expand_word(f, &self.meta_env(), c.location.start_line).unwrap_or_else(|_| f.to_string());
                 if let Some(d) = self.find_stage(&name, self.df.stages.len()) {
                     if d >= i && self.df.stages[d].name.as_deref() != Some(name.to_ascii_lowercase().as_str()) {
                         continue;
                     }
                     if d == i {
-                        return Err(lerr(c.location.start_line, format!("circular dependency detected on stage: {}", self.stage_label(i))));
+                        return Err(lerr(
+                            c.location.start_line,
+                            format!("circular dependency detected on stage: {}", self.stage_label(i)),
+                        ));
                     }
                     out.push(d);
                 } else if name.parse::<usize>().is_ok() {
-                    return Err(lerr(c.location.start_line, format!("invalid stage index {name}: there is no stage {name} before this one")));
+                    return Err(lerr(
+                        c.location.start_line,
+                        format!("invalid stage index {name}: there is no stage {name} before this one"),
+                    ));
                 }
             }
         }
@@ -308,7 +316,10 @@ impl<'a> Lowerer<'a> {
         match state.get(&i) {
             Some(2) => return Ok(()),
             Some(1) => {
-                return Err(lerr(self.df.stages[i].location.start_line, format!("circular dependency detected on stage: {}", self.stage_label(i))))
+                return Err(lerr(
+                    self.df.stages[i].location.start_line,
+                    format!("circular dependency detected on stage: {}", self.stage_label(i)),
+                ))
             }
             _ => {}
         }
@@ -321,7 +332,12 @@ impl<'a> Lowerer<'a> {
         Ok(())
     }
 
-    fn resolve_image(&mut self, reference: &str, platform: &Platform, line: usize) -> Result<ResolvedImage, LowerError> {
+    fn resolve_image(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+        line: usize,
+    ) -> Result<ResolvedImage, LowerError> {
         let key = (reference.to_string(), platform.to_string());
         if let Some(r) = self.images.get(&key) {
             return Ok(r.clone());
@@ -332,7 +348,11 @@ impl<'a> Lowerer<'a> {
     }
 
     fn image_node(&mut self, img: &ResolvedImage, platform: &Platform) -> NodeId {
-        let op = Op::Image { reference: img.reference.clone(), manifest_digest: img.manifest_digest.clone(), platform: platform.clone() };
+        let op = Op::Image {
+            reference: img.reference.clone(),
+            manifest_digest: img.manifest_digest.clone(),
+            platform: platform.clone(),
+        };
         self.graph.add(op, vec![], format!("[internal] load {}", img.reference))
     }
 
@@ -352,7 +372,8 @@ impl<'a> Lowerer<'a> {
             return Err(lerr(line, "base name (empty) should not be blank"));
         }
         if let Some(d) = self.find_stage(&base, i) {
-            let mut st = self.states.get(&d).cloned().ok_or_else(|| lerr(line, format!("stage {base} was not built")))?;
+            let mut st =
+                self.states.get(&d).cloned().ok_or_else(|| lerr(line, format!("stage {base} was not built")))?;
             st.args.clear();
             st.cmd_set = false;
             let triggers = st.config.config.on_build.take().unwrap_or_default();
@@ -370,7 +391,10 @@ impl<'a> Lowerer<'a> {
             let reference = match self.opts.named_contexts.get(&base) {
                 Some(NamedContext::Image(r)) => r.clone(),
                 Some(NamedContext::Local(_)) => {
-                    return Err(lerr(line, format!("FROM {base}: a local directory context cannot be used as a base image")));
+                    return Err(lerr(
+                        line,
+                        format!("FROM {base}: a local directory context cannot be used as a base image"),
+                    ));
                 }
                 None => base.clone(),
             };
@@ -398,7 +422,8 @@ impl<'a> Lowerer<'a> {
         let label = if self.multi_stage { format!("{} ", self.stage_label(i)) } else { String::new() };
         // ONBUILD triggers of the base image run first.
         for (n, t) in triggers.iter().enumerate() {
-            let parsed = crate::ast::parse(format!("{t}\n").as_bytes()).map_err(|e| lerr(stage.location.start_line, format!("ONBUILD trigger {t:?}: {e}")))?;
+            let parsed = crate::ast::parse(format!("{t}\n").as_bytes())
+                .map_err(|e| lerr(stage.location.start_line, format!("ONBUILD trigger {t:?}: {e}")))?;
             let cmds = parsed
                 .children
                 .iter()
@@ -431,11 +456,17 @@ impl<'a> Lowerer<'a> {
     /// Resolve `--from` / mount `from=`: a stage, a named context or an image.
     fn source_node(&mut self, from: &str, current: usize, st: &StageState, line: usize) -> Result<NodeId, LowerError> {
         if let Some(d) = self.find_stage(from, current) {
-            return self.states.get(&d).map(|s| s.node).ok_or_else(|| lerr(line, format!("stage {from} was not built")));
+            return self
+                .states
+                .get(&d)
+                .map(|s| s.node)
+                .ok_or_else(|| lerr(line, format!("stage {from} was not built")));
         }
         if let Some(ctx) = self.opts.named_contexts.get(from).cloned() {
             return Ok(match ctx {
-                NamedContext::Local(name) => self.graph.add(Op::Local { name: name.clone() }, vec![], format!("[context {name}]")),
+                NamedContext::Local(name) => {
+                    self.graph.add(Op::Local { name: name.clone() }, vec![], format!("[context {name}]"))
+                }
                 NamedContext::Image(r) => {
                     let img = self.resolve_image(&r, &st.platform, line)?;
                     self.image_node(&img, &st.platform)
@@ -471,7 +502,13 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    fn dispatch(&mut self, stage_index: usize, st: &mut StageState, cmd: &Command, name: &str) -> Result<(), LowerError> {
+    fn dispatch(
+        &mut self,
+        stage_index: usize,
+        st: &mut StageState,
+        cmd: &Command,
+        name: &str,
+    ) -> Result<(), LowerError> {
         let line = cmd.location.start_line;
         let mut inst = cmd.instruction.clone();
         let env = st.expansion_env();
@@ -483,7 +520,10 @@ impl<'a> Lowerer<'a> {
                 if PROXY_ARGS.contains(&var.as_str()) {
                     continue;
                 }
-                self.warnings.push(LowerWarning { line: Some(line), message: format!("UndefinedVar: Usage of undefined variable '${var}'") });
+                self.warnings.push(LowerWarning {
+                    line: Some(line),
+                    message: format!("UndefinedVar: Usage of undefined variable '${var}'"),
+                });
             }
         }
         let stage_name = self.df.stages[stage_index].name.clone().unwrap_or_else(|| format!("{stage_index}"));
@@ -572,7 +612,8 @@ impl<'a> Lowerer<'a> {
             }
             Instruction::Entrypoint(c) => {
                 let args = self.with_shell(st, &c);
-                st.config.config.entrypoint = if args.is_empty() && !c.is_shell_form() { Some(Vec::new()) } else { Some(args.clone()) };
+                st.config.config.entrypoint =
+                    if args.is_empty() && !c.is_shell_form() { Some(Vec::new()) } else { Some(args.clone()) };
                 if !st.cmd_set {
                     st.config.config.cmd = None;
                 }
@@ -601,7 +642,8 @@ impl<'a> Lowerer<'a> {
                 let args = match &r.cmd {
                     ShellOrExec::Exec(v) => v.clone(),
                     ShellOrExec::Shell(s) => {
-                        let mut shell = st.config.config.shell.clone().unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                        let mut shell =
+                            st.config.config.shell.clone().unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
                         let script = heredoc_script(s, &r.heredocs);
                         shell.push(script);
                         shell
@@ -623,7 +665,10 @@ impl<'a> Lowerer<'a> {
                 };
                 let insecure = matches!(r.security, Some(crate::instructions::run_options::Security::Insecure));
                 if insecure && !self.opts.allow_insecure {
-                    return Err(lerr(line, "RUN --security=insecure needs the entitlement: pass --allow security.insecure"));
+                    return Err(lerr(
+                        line,
+                        "RUN --security=insecure needs the entitlement: pass --allow security.insecure",
+                    ));
                 }
                 let exec = ExecOp {
                     args: args.clone(),
@@ -648,17 +693,58 @@ impl<'a> Lowerer<'a> {
                     Some(f) => self.source_node(f, stage_index, st, line)?,
                     None => self.main_context(),
                 };
-                self.lower_copy(st, name, &stage_name, src_node, c.sources.clone(), &c.dest, c.chown.as_deref(), c.chmod.clone(), c.link, c.parents, c.exclude.clone(), false, &c.heredocs, line)?;
-                self.history(st, format!("COPY {} # buildkit", cmd.code.split_once(' ').map(|x| x.1).unwrap_or("")), false);
+                self.lower_copy(
+                    st,
+                    name,
+                    &stage_name,
+                    src_node,
+                    c.sources.clone(),
+                    &c.dest,
+                    c.chown.as_deref(),
+                    c.chmod.clone(),
+                    c.link,
+                    c.parents,
+                    c.exclude.clone(),
+                    false,
+                    &c.heredocs,
+                    line,
+                )?;
+                self.history(
+                    st,
+                    format!("COPY {} # buildkit", cmd.code.split_once(' ').map(|x| x.1).unwrap_or("")),
+                    false,
+                );
             }
             Instruction::Add(a) => {
-                if a.sources.iter().any(|s| s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
+                if a.sources
+                    .iter()
+                    .any(|s| s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@"))
+                {
                     return Err(lerr(line, "ADD of a URL or git repository is not supported yet: download it in a RUN step or COPY a local file"));
                 }
                 let src_node = self.main_context();
                 let unpack = a.unpack.unwrap_or(true);
-                self.lower_copy(st, name, &stage_name, src_node, a.sources.clone(), &a.dest, a.chown.as_deref(), a.chmod.clone(), a.link, false, a.exclude.clone(), unpack, &a.heredocs, line)?;
-                self.history(st, format!("ADD {} # buildkit", cmd.code.split_once(' ').map(|x| x.1).unwrap_or("")), false);
+                self.lower_copy(
+                    st,
+                    name,
+                    &stage_name,
+                    src_node,
+                    a.sources.clone(),
+                    &a.dest,
+                    a.chown.as_deref(),
+                    a.chmod.clone(),
+                    a.link,
+                    false,
+                    a.exclude.clone(),
+                    unpack,
+                    &a.heredocs,
+                    line,
+                )?;
+                self.history(
+                    st,
+                    format!("ADD {} # buildkit", cmd.code.split_once(' ').map(|x| x.1).unwrap_or("")),
+                    false,
+                );
             }
         }
         Ok(())
@@ -697,8 +783,14 @@ impl<'a> Lowerer<'a> {
             // Heredoc sources become files of a scratch source.
             let mut node = self.graph.add(Op::Scratch, vec![], "scratch");
             for h in heredocs {
-                let op = Op::MkFile { path: format!("/{}", h.path), data: h.data.clone().into_bytes(), mode: 0o644, chown: None };
-                node = self.graph.add_in_stage(op, vec![node], format!("{name} (heredoc {})", h.path), Some(stage_name));
+                let op = Op::MkFile {
+                    path: format!("/{}", h.path),
+                    data: h.data.clone().into_bytes(),
+                    mode: 0o644,
+                    chown: None,
+                };
+                node =
+                    self.graph.add_in_stage(op, vec![node], format!("{name} (heredoc {})", h.path), Some(stage_name));
             }
             src_node = node;
             sources = heredocs.iter().map(|h| h.path.clone()).collect();
@@ -724,16 +816,25 @@ impl<'a> Lowerer<'a> {
         if link {
             let scratch = self.graph.add(Op::Scratch, vec![], "scratch");
             let layer = self.graph.add_in_stage(Op::Copy(copy), vec![scratch, src_node], name, Some(stage_name));
-            st.node = self.graph.add_in_stage(Op::Merge, vec![st.node, layer], format!("{name} (link)"), Some(stage_name));
+            st.node =
+                self.graph.add_in_stage(Op::Merge, vec![st.node, layer], format!("{name} (link)"), Some(stage_name));
         } else {
             st.node = self.graph.add_in_stage(Op::Copy(copy), vec![st.node, src_node], name, Some(stage_name));
         }
         Ok(())
     }
 
-    fn lower_mount(&mut self, m: &MountSpec, stage_index: usize, st: &StageState, inputs: &mut Vec<NodeId>, line: usize) -> Result<Mount, LowerError> {
+    fn lower_mount(
+        &mut self,
+        m: &MountSpec,
+        stage_index: usize,
+        st: &StageState,
+        inputs: &mut Vec<NodeId>,
+        line: usize,
+    ) -> Result<Mount, LowerError> {
         let target = m.target.clone().unwrap_or_default();
-        let target = if target.starts_with('/') || target.is_empty() { target } else { Self::join_workdir(st, &target) };
+        let target =
+            if target.starts_with('/') || target.is_empty() { target } else { Self::join_workdir(st, &target) };
         let mut input_for = |l: &mut Self, from: &Option<String>| -> Result<usize, LowerError> {
             let node = match from {
                 Some(f) => l.source_node(f, stage_index, st, line)?,
@@ -745,7 +846,12 @@ impl<'a> Lowerer<'a> {
         Ok(match m.mount_type {
             MountType::Bind => {
                 let input = input_for(self, &m.from)?;
-                Mount::Bind { input, source: m.source.clone().unwrap_or_else(|| "/".into()), target, readwrite: !m.read_only }
+                Mount::Bind {
+                    input,
+                    source: m.source.clone().unwrap_or_else(|| "/".into()),
+                    target,
+                    readwrite: !m.read_only,
+                }
             }
             MountType::Cache => {
                 let from = match &m.from {
@@ -756,8 +862,12 @@ impl<'a> Lowerer<'a> {
                     id: m.id.clone().unwrap_or_else(|| target.clone()),
                     target,
                     sharing: match m.sharing {
-                        Some(crate::instructions::mount::CacheSharing::Private) => strata_solver::graph::CacheSharing::Private,
-                        Some(crate::instructions::mount::CacheSharing::Locked) => strata_solver::graph::CacheSharing::Locked,
+                        Some(crate::instructions::mount::CacheSharing::Private) => {
+                            strata_solver::graph::CacheSharing::Private
+                        }
+                        Some(crate::instructions::mount::CacheSharing::Locked) => {
+                            strata_solver::graph::CacheSharing::Locked
+                        }
                         _ => strata_solver::graph::CacheSharing::Shared,
                     },
                     readonly: m.read_only,

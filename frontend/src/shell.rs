@@ -108,12 +108,7 @@ impl EnvList {
 
 impl Env for EnvList {
     fn get(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .rev()
-            .map(|e| Self::split(e))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
+        self.0.iter().rev().map(|e| Self::split(e)).find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
 }
 
@@ -147,16 +142,10 @@ pub enum ShellError {
     UnsupportedModifier(String),
     /// `${V?msg}` / `${V:?msg}` with `V` unset. `message` is the expanded `msg`, if not empty.
     #[error("{name}: {}", message.as_deref().unwrap_or("is not allowed to be unset"))]
-    RequiredUnset {
-        name: String,
-        message: Option<String>,
-    },
+    RequiredUnset { name: String, message: Option<String> },
     /// `${V:?msg}` with `V` set to the empty string.
     #[error("{name}: {}", message.as_deref().unwrap_or("is not allowed to be empty"))]
-    RequiredEmpty {
-        name: String,
-        message: Option<String>,
-    },
+    RequiredEmpty { name: String, message: Option<String> },
     /// A `#`, `%` or `/` pattern that cannot be compiled (bad `\` escape).
     #[error("invalid pattern ({pattern}) in substitution: {reason}")]
     InvalidPattern { pattern: String, reason: String },
@@ -201,13 +190,7 @@ impl Default for Lexer {
 impl Lexer {
     /// A lexer with the given escape character and every option off.
     pub fn new(escape: char) -> Self {
-        Lexer {
-            escape,
-            raw_quotes: false,
-            raw_escapes: false,
-            skip_unset_env: false,
-            skip_process_quotes: false,
-        }
+        Lexer { escape, raw_quotes: false, raw_escapes: false, skip_unset_env: false, skip_process_quotes: false }
     }
 
     /// Expand one word: remove quotes, process escapes, expand `$VAR` / `${VAR…}`.
@@ -215,11 +198,7 @@ impl Lexer {
     pub fn process_word(&self, word: &str, env: &dyn Env) -> Result<Expansion, ShellError> {
         let mut run = Run::new(self, env, word);
         let (result, _) = run.process()?;
-        Ok(Expansion {
-            result,
-            matched: run.matched,
-            unmatched: run.unmatched,
-        })
+        Ok(Expansion { result, matched: run.matched, unmatched: run.unmatched })
     }
 
     /// Expand like [`Lexer::process_word`], then split into words on unquoted
@@ -324,11 +303,7 @@ impl<'a> Run<'a> {
 
     fn lookup(&mut self, name: &str) -> Option<String> {
         let value = self.env.get(name);
-        let set = if value.is_some() {
-            &mut self.matched
-        } else {
-            &mut self.unmatched
-        };
+        let set = if value.is_some() { &mut self.matched } else { &mut self.unmatched };
         if !set.contains(name) {
             set.insert(name.to_string());
         }
@@ -337,11 +312,7 @@ impl<'a> Run<'a> {
 
     /// Process characters up to `stop` (consumed) or, with `None`, to the end.
     /// Returns the expanded text and its field-split words.
-    fn stop_on(
-        &mut self,
-        stop: Option<char>,
-        raw_escapes: bool,
-    ) -> Result<(String, Vec<String>), ShellError> {
+    fn stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), ShellError> {
         let mut result = String::new();
         let mut words = Words::default();
         let escape = self.lexer.escape;
@@ -397,12 +368,7 @@ impl<'a> Run<'a> {
 
     /// The word of a `${…}` modifier, up to `stop`. Any failure at the end of the
     /// input becomes `at_eof` (BuildKit reports the missing delimiter then).
-    fn sub_word(
-        &mut self,
-        stop: char,
-        raw_escapes: bool,
-        at_eof: ShellError,
-    ) -> Result<String, ShellError> {
+    fn sub_word(&mut self, stop: char, raw_escapes: bool, at_eof: ShellError) -> Result<String, ShellError> {
         match self.stop_on(Some(stop), raw_escapes) {
             Ok((word, _)) => Ok(word),
             Err(e @ ShellError::TooDeep(_)) => Err(e),
@@ -565,11 +531,7 @@ impl<'a> Run<'a> {
         } else {
             (false, first)
         };
-        let op_text = if null_is_unset {
-            format!(":{op}")
-        } else {
-            op.to_string()
-        };
+        let op_text = if null_is_unset { format!(":{op}") } else { op.to_string() };
         let pattern_op = op == '#' || op == '%';
         if null_is_unset && pattern_op {
             return Err(ShellError::UnsupportedModifier(op_text));
@@ -583,19 +545,13 @@ impl<'a> Run<'a> {
         let set = value.is_some();
         let value = value.unwrap_or_default();
         if !set && op == '?' {
-            return Err(ShellError::RequiredUnset {
-                name,
-                message: (!word.is_empty()).then_some(word),
-            });
+            return Err(ShellError::RequiredUnset { name, message: (!word.is_empty()).then_some(word) });
         }
         let unset_like = !set || (null_is_unset && value.is_empty());
         match op {
             '-' => Ok(if unset_like { word } else { value }),
             '+' => Ok(if unset_like { String::new() } else { word }),
-            '?' if unset_like => Err(ShellError::RequiredEmpty {
-                name,
-                message: (!word.is_empty()).then_some(word),
-            }),
+            '?' if unset_like => Err(ShellError::RequiredEmpty { name, message: (!word.is_empty()).then_some(word) }),
             '?' => Ok(value),
             '#' | '%' => {
                 // A doubled operator (`##`, `%%`) asks for the longest match.
@@ -603,15 +559,9 @@ impl<'a> Run<'a> {
                     Some(rest) => (rest, true),
                     None => (word.as_str(), false),
                 };
-                let trimmed = if op == '#' {
-                    trim_prefix(pattern, &value, greedy)
-                } else {
-                    trim_suffix(pattern, &value, greedy)
-                };
-                trimmed.map_err(|reason| ShellError::InvalidPattern {
-                    pattern: pattern.to_string(),
-                    reason,
-                })
+                let trimmed =
+                    if op == '#' { trim_prefix(pattern, &value, greedy) } else { trim_suffix(pattern, &value, greedy) };
+                trimmed.map_err(|reason| ShellError::InvalidPattern { pattern: pattern.to_string(), reason })
             }
             _ => Err(ShellError::UnsupportedModifier(op_text)),
         }
@@ -634,11 +584,8 @@ impl<'a> Run<'a> {
             }
             None => String::new(),
         };
-        let re =
-            pattern_regex(&pattern, true, false).map_err(|reason| ShellError::InvalidPattern {
-                pattern: pattern.clone(),
-                reason,
-            })?;
+        let re = pattern_regex(&pattern, true, false)
+            .map_err(|reason| ShellError::InvalidPattern { pattern: pattern.clone(), reason })?;
         if all {
             // BuildKit hands the replacement to Go's ReplaceAllString, which expands
             // `$0` / `${name}` group references; the regex crate's replacement syntax
@@ -646,12 +593,7 @@ impl<'a> Run<'a> {
             Ok(re.replace_all(&value, replacement.as_str()).into_owned())
         } else {
             Ok(match re.find(&value) {
-                Some(m) => format!(
-                    "{}{}{}",
-                    &value[..m.start()],
-                    replacement,
-                    &value[m.end()..]
-                ),
+                Some(m) => format!("{}{}{}", &value[..m.start()], replacement, &value[m.end()..]),
                 None => value,
             })
         }
@@ -683,8 +625,7 @@ fn is_digit(c: char) -> bool {
 fn class_match(cell: &OnceLock<Option<Regex>>, class: &str, c: char) -> bool {
     let re = cell.get_or_init(|| Regex::new(class).ok());
     let mut buf = [0u8; 4];
-    re.as_ref()
-        .is_some_and(|re| re.is_match(c.encode_utf8(&mut buf)))
+    re.as_ref().is_some_and(|re| re.is_match(c.encode_utf8(&mut buf)))
 }
 
 /// Compile a shell pattern (`*`, `?`, `\` escapes; no bracket expressions) to a regex.
@@ -795,10 +736,7 @@ mod tests {
         assert_eq!(word(&lx, "\"`$PWD\"").unwrap(), "$PWD");
         assert_eq!(word(&lx, "\"a``b\"").unwrap(), "a`b");
         assert_eq!(word(&lx, "\"a`xb\"").unwrap(), "a`xb");
-        assert_eq!(
-            word(&lx, r#""a\"#).unwrap_err(),
-            ShellError::UnterminatedDoubleQuote
-        );
+        assert_eq!(word(&lx, r#""a\"#).unwrap_err(), ShellError::UnterminatedDoubleQuote);
         assert_eq!(word(&lx, r#""a\b""#).unwrap(), r"a\b");
         assert_eq!(word(&lx, "'a`b'").unwrap(), "a`b");
         assert_eq!(word(&lx, "${NOPE:-x`}y}").unwrap(), "x}y");
@@ -808,55 +746,27 @@ mod tests {
     fn backtick_escape_words_and_raw() {
         let lx = Lexer::new('`');
         assert_eq!(lx.process_words("a` b c", &env()).unwrap(), ["a b", "c"]);
-        let raw = Lexer {
-            raw_escapes: true,
-            ..Lexer::new('`')
-        };
+        let raw = Lexer { raw_escapes: true, ..Lexer::new('`') };
         assert_eq!(word(&raw, "a`$PWD").unwrap(), "a`$PWD");
     }
 
     #[test]
     fn words_split_expansions_but_not_quotes() {
         let lx = Lexer::default();
-        assert_eq!(
-            lx.process_words("x$SP y", &env()).unwrap(),
-            ["xa", "b", "y"]
-        );
-        assert_eq!(
-            lx.process_words("x\"$SP\" y", &env()).unwrap(),
-            ["xa  b", "y"]
-        );
+        assert_eq!(lx.process_words("x$SP y", &env()).unwrap(), ["xa", "b", "y"]);
+        assert_eq!(lx.process_words("x\"$SP\" y", &env()).unwrap(), ["xa  b", "y"]);
         assert_eq!(lx.process_words("\"\" a", &env()).unwrap(), ["a"]);
         // Unlike BuildKit, text before a modifier expansion is kept.
-        assert_eq!(
-            lx.process_words("a${NOPE:-b c}d", &env()).unwrap(),
-            ["ab", "cd"]
-        );
-        assert_eq!(
-            lx.process_words("cat << EOF", &env()).unwrap(),
-            ["cat", "<< EOF"]
-        );
+        assert_eq!(lx.process_words("a${NOPE:-b c}d", &env()).unwrap(), ["ab", "cd"]);
+        assert_eq!(lx.process_words("cat << EOF", &env()).unwrap(), ["cat", "<< EOF"]);
     }
 
     #[test]
     fn options() {
-        let lx = Lexer {
-            raw_quotes: true,
-            skip_unset_env: true,
-            ..Lexer::default()
-        };
-        assert_eq!(
-            word(&lx, "'a'\"$PWD\"$X${Y}").unwrap(),
-            "'a'\"/home\"$X${Y}"
-        );
-        assert_eq!(
-            word(&lx, "${X:-a}${X//a/b}${X:=c}").unwrap(),
-            "${X:-a}${X//a/b}${X:=c}"
-        );
-        let lx = Lexer {
-            skip_process_quotes: true,
-            ..Lexer::default()
-        };
+        let lx = Lexer { raw_quotes: true, skip_unset_env: true, ..Lexer::default() };
+        assert_eq!(word(&lx, "'a'\"$PWD\"$X${Y}").unwrap(), "'a'\"/home\"$X${Y}");
+        assert_eq!(word(&lx, "${X:-a}${X//a/b}${X:=c}").unwrap(), "${X:-a}${X//a/b}${X:=c}");
+        let lx = Lexer { skip_process_quotes: true, ..Lexer::default() };
         assert_eq!(word(&lx, "'$PWD' \"x\"").unwrap(), "'/home' \"x\"");
     }
 
@@ -865,25 +775,13 @@ mod tests {
         let lx = Lexer::default();
         let e = lx.process_word("$PWD$NOPE${EMPTY:-x}", &env()).unwrap();
         assert_eq!(e.result, "/homex");
-        assert_eq!(
-            e.matched,
-            BTreeSet::from(["PWD".to_string(), "EMPTY".to_string()])
-        );
+        assert_eq!(e.matched, BTreeSet::from(["PWD".to_string(), "EMPTY".to_string()]));
         assert_eq!(e.unmatched, BTreeSet::from(["NOPE".to_string()]));
-        assert_eq!(
-            word(&lx, "${NOPE?}").unwrap_err().to_string(),
-            "NOPE: is not allowed to be unset"
-        );
-        assert_eq!(
-            word(&lx, "${EMPTY:?}").unwrap_err().to_string(),
-            "EMPTY: is not allowed to be empty"
-        );
+        assert_eq!(word(&lx, "${NOPE?}").unwrap_err().to_string(), "NOPE: is not allowed to be unset");
+        assert_eq!(word(&lx, "${EMPTY:?}").unwrap_err().to_string(), "EMPTY: is not allowed to be empty");
         assert_eq!(word(&lx, "${PWD").unwrap_err(), ShellError::MissingBrace);
         assert_eq!(word(&lx, "${PWD/a").unwrap_err(), ShellError::MissingSlash);
-        assert_eq!(
-            word(&lx, "${PWD:=x}").unwrap_err().to_string(),
-            "unsupported modifier (:=) in substitution"
-        );
+        assert_eq!(word(&lx, "${PWD:=x}").unwrap_err().to_string(), "unsupported modifier (:=) in substitution");
         assert_eq!(
             word(&lx, r"${PWD#\x}").unwrap_err().to_string(),
             r"invalid pattern (\x) in substitution: invalid escape '\x'"
@@ -923,17 +821,10 @@ mod tests {
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let lx = Lexer::default();
-        let ok = format!(
-            "{}x{}",
-            "${A:-".repeat(MAX_NESTING),
-            "}".repeat(MAX_NESTING)
-        );
+        let ok = format!("{}x{}", "${A:-".repeat(MAX_NESTING), "}".repeat(MAX_NESTING));
         assert_eq!(word(&lx, &ok).unwrap(), "x");
         let deep = format!("{}x{}", "${A:-\"".repeat(5000), "\"}".repeat(5000));
-        assert_eq!(
-            word(&lx, &deep).unwrap_err(),
-            ShellError::TooDeep(MAX_NESTING)
-        );
+        assert_eq!(word(&lx, &deep).unwrap_err(), ShellError::TooDeep(MAX_NESTING));
     }
 
     #[test]
@@ -952,14 +843,10 @@ mod tests {
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..20_000 {
             let mut s = String::new();
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let len = (seed >> 59) as usize;
             for _ in 0..len {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 s.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
             }
             for escape in ['\\', '`'] {

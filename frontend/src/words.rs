@@ -79,10 +79,7 @@ pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
 
 /// Split on runs of `[\t\v\f\r ]` (BuildKit's `reWhitespace`), no quote processing.
 pub fn split_whitespace(rest: &str) -> Vec<String> {
-    rest.split(['\t', '\u{0B}', '\u{0C}', '\r', ' '])
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    rest.split(['\t', '\u{0B}', '\u{0C}', '\r', ' ']).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 /// Split in two at the first run of `[\t\v\f\r ]`.

@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use strata_frontend::dockerignore::{
-    matches_or_parent_matches_patterns, matches_patterns, read_ignore_file, MatchInfo,
-    PatternMatcher,
+    matches_or_parent_matches_patterns, matches_patterns, read_ignore_file, MatchInfo, PatternMatcher,
 };
 
 const CORPUS: &str = concat!(
@@ -20,11 +19,7 @@ const CORPUS: &str = concat!(
 const SKIP_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dockerignore_corpus.skip");
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .expect("string array")
-        .iter()
-        .map(|s| s.as_str().expect("string").to_string())
-        .collect()
+    v.as_array().expect("string array").iter().map(|s| s.as_str().expect("string").to_string()).collect()
 }
 
 fn str_field<'a>(case: &'a Value, key: &str) -> &'a str {
@@ -32,9 +27,7 @@ fn str_field<'a>(case: &'a Value, key: &str) -> &'a str {
 }
 
 fn cases<'a>(root: &'a Value, section: &str, list: &str) -> &'a [Value] {
-    root[section][list]
-        .as_array()
-        .unwrap_or_else(|| panic!("missing {section}.{list}"))
+    root[section][list].as_array().unwrap_or_else(|| panic!("missing {section}.{list}"))
 }
 
 /// Every modern-matcher entry point upstream runs these cases through; returns a
@@ -136,10 +129,7 @@ fn dockerignore_corpus() {
                 Ok(pm) => check_modern(&pm, text, expected),
                 Err(e) => vec![format!("new failed: {e}")],
             };
-            let problems = problems
-                .into_iter()
-                .map(|p| format!("pattern={pattern:?} text={text:?}: {p}"))
-                .collect();
+            let problems = problems.into_iter().map(|p| format!("pattern={pattern:?} text={text:?}: {p}")).collect();
             results.push((id, problems));
         }
     }
@@ -152,10 +142,7 @@ fn dockerignore_corpus() {
             Ok(pm) => check_modern(&pm, text, expected),
             Err(e) => vec![format!("new failed: {e}")],
         };
-        let problems = problems
-            .into_iter()
-            .map(|p| format!("patterns={patterns:?} text={text:?}: {p}"))
-            .collect();
+        let problems = problems.into_iter().map(|p| format!("patterns={patterns:?} text={text:?}: {p}")).collect();
         results.push((id, problems));
     }
 
@@ -282,18 +269,13 @@ fn dockerignore_corpus() {
             }
         }
     }
-    let unknown: Vec<&String> =
-        skips.keys().filter(|k| !results.iter().any(|(id, _)| id == *k)).collect();
+    let unknown: Vec<&String> = skips.keys().filter(|k| !results.iter().any(|(id, _)| id == *k)).collect();
     assert!(unknown.is_empty(), "skip file names unknown cases: {unknown:?}");
 
     for s in &skipped {
         eprintln!("skipped {s}");
     }
     println!("dockerignore corpus: {passed} cases passed");
-    eprintln!(
-        "dockerignore corpus: {passed} cases passed, {} skipped, {} failing",
-        skipped.len(),
-        failures.len()
-    );
+    eprintln!("dockerignore corpus: {passed} cases passed, {} skipped, {} failing", skipped.len(), failures.len());
     assert!(failures.is_empty(), "failing dockerignore cases:\n{}", failures.join("\n"));
 }

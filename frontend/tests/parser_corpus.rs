@@ -88,7 +88,8 @@ fn buildkit_parser_corpus() {
         t.check(format!("testfiles-negative/{name}"), r);
     }
 
-    let cases: Value = serde_json::from_str(&std::fs::read_to_string(root.join("transcribed/parser_cases.json")).unwrap()).unwrap();
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("transcribed/parser_cases.json")).unwrap()).unwrap();
 
     // line numbers
     {
@@ -102,7 +103,10 @@ fn buildkit_parser_corpus() {
                 .iter()
                 .map(|c| [c[0].as_u64().unwrap(), c[1].as_u64().unwrap()])
                 .collect();
-            eq((p.start_line as u64, p.end_line as u64, got), (ln["root_start_line"].as_u64().unwrap(), ln["root_end_line"].as_u64().unwrap(), want))
+            eq(
+                (p.start_line as u64, p.end_line as u64, got),
+                (ln["root_start_line"].as_u64().unwrap(), ln["root_end_line"].as_u64().unwrap(), want),
+            )
         });
         t.check("line_numbers".into(), r);
     }
@@ -229,7 +233,8 @@ fn buildkit_parser_corpus() {
     for (i, c) in cases["directives_parse_all"]["cases"].as_array().unwrap().iter().enumerate() {
         let src = format!("{}FROM x\n", c["input"].as_str().unwrap());
         let r = parse(src.as_bytes()).map_err(|e| e.to_string()).and_then(|p| {
-            let got: Vec<Value> = p.directives.seen.iter().map(|(n, v, _)| serde_json::json!({"name": n, "value": v})).collect();
+            let got: Vec<Value> =
+                p.directives.seen.iter().map(|(n, v, _)| serde_json::json!({"name": n, "value": v})).collect();
             eq(got, c["expected"].as_array().unwrap().clone())
         });
         t.check(format!("directives_parse_all/{i}"), r);

@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use strata_frontend::shell::{Env, EnvList, Lexer};
 
-const CORPUS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/corpus/buildkit-parser"
-);
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/buildkit-parser");
 const SKIP_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/shell_corpus.skip");
 
 /// Outcome bookkeeping shared by all sections.
@@ -31,21 +28,12 @@ impl Report {
     fn new() -> Self {
         let mut skips = HashMap::new();
         if let Ok(text) = fs::read_to_string(SKIP_FILE) {
-            for line in text
-                .lines()
-                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            {
+            for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
                 let (id, reason) = line.split_once('\t').unwrap_or((line, "no reason given"));
                 skips.insert(id.trim().to_string(), reason.trim().to_string());
             }
         }
-        Report {
-            skips,
-            used_skips: BTreeSet::new(),
-            passed: 0,
-            skipped: 0,
-            failures: Vec::new(),
-        }
+        Report { skips, used_skips: BTreeSet::new(), passed: 0, skipped: 0, failures: Vec::new() }
     }
 
     /// Record one case. `check` returns `Err(description)` on failure.
@@ -98,9 +86,7 @@ fn env_var_test(dir: &Path, report: &mut Report) {
         let id = format!("envVarTest:{}", n + 1);
         let fields: Vec<&str> = line.split('|').map(str::trim).collect();
         let [platform, input, expected] = fields[..] else {
-            report
-                .failures
-                .push(format!("{id}: malformed line {line:?}"));
+            report.failures.push(format!("{id}: malformed line {line:?}"));
             continue;
         };
         if platform == "W" {
@@ -133,84 +119,57 @@ fn words_test(dir: &Path, report: &mut Report) {
         }
         let id = format!("wordsTest:{}", n + 1);
         let Some((input, expected)) = line.split_once('|').filter(|(_, e)| !e.contains('|')) else {
-            report
-                .failures
-                .push(format!("{id}: malformed line {line:?}"));
+            report.failures.push(format!("{id}: malformed line {line:?}"));
             continue;
         };
         let input = input.trim();
         let expected: Vec<&str> = expected.trim_start_matches(' ').split(',').collect();
         let env = EnvList(envs.clone());
-        report.case(id, || {
-            match (lexer.process_words(input, &env), &expected[..]) {
-                (Err(_), ["error"]) => Ok(()),
-                (Err(e), _) => Err(format!("{input:?}: expected {expected:?}, got error {e}")),
-                (Ok(words), _) if words == expected => Ok(()),
-                (Ok(words), _) => Err(format!("{input:?}: expected {expected:?}, got {words:?}")),
-            }
+        report.case(id, || match (lexer.process_words(input, &env), &expected[..]) {
+            (Err(_), ["error"]) => Ok(()),
+            (Err(e), _) => Err(format!("{input:?}: expected {expected:?}, got error {e}")),
+            (Ok(words), _) if words == expected => Ok(()),
+            (Ok(words), _) => Err(format!("{input:?}: expected {expected:?}, got {words:?}")),
         });
     }
 }
 
 fn str_field<'a>(case: &'a Value, key: &str) -> Result<&'a str, String> {
-    case[key]
-        .as_str()
-        .ok_or_else(|| format!("case has no string field {key:?}"))
+    case[key].as_str().ok_or_else(|| format!("case has no string field {key:?}"))
 }
 
 fn env_map(case: &Value) -> Result<BTreeMap<String, String>, String> {
     let map = case["env"].as_object().ok_or("case has no env object")?;
     map.iter()
         .map(|(k, v)| {
-            let v = v
-                .as_str()
-                .ok_or_else(|| format!("env {k:?} is not a string"))?;
+            let v = v.as_str().ok_or_else(|| format!("env {k:?} is not a string"))?;
             Ok((k.clone(), v.to_string()))
         })
         .collect()
 }
 
 fn env_list(case: &Value) -> Result<EnvList, String> {
-    let list = case["env_list"]
-        .as_array()
-        .ok_or("case has no env_list array")?;
+    let list = case["env_list"].as_array().ok_or("case has no env_list array")?;
     list.iter()
-        .map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| format!("bad env entry {v}"))
-        })
+        .map(|v| v.as_str().map(str::to_string).ok_or_else(|| format!("bad env entry {v}")))
         .collect::<Result<Vec<_>, _>>()
         .map(EnvList)
 }
 
 fn name_set(case: &Value, key: &str) -> Result<BTreeSet<String>, String> {
-    let list = case[key]
-        .as_array()
-        .ok_or_else(|| format!("case has no {key:?} array"))?;
-    list.iter()
-        .map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| format!("bad name {v}"))
-        })
-        .collect()
+    let list = case[key].as_array().ok_or_else(|| format!("case has no {key:?} array"))?;
+    list.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| format!("bad name {v}"))).collect()
 }
 
 fn cases<'a>(json: &'a Value, section: &str) -> &'a [Value] {
-    json[section]["cases"]
-        .as_array()
-        .unwrap_or_else(|| panic!("shell_lex_cases.json has no {section}.cases"))
+    json[section]["cases"].as_array().unwrap_or_else(|| panic!("shell_lex_cases.json has no {section}.cases"))
 }
 
 /// `transcribed/shell_lex_cases.json` (everything but `internal_helpers`).
 fn lex_cases(dir: &Path, report: &mut Report) {
     let text = read(dir, "transcribed/shell_lex_cases.json");
     let json: Value = serde_json::from_str(&text).expect("shell_lex_cases.json is not JSON");
-    let escape = json["escape_token"]
-        .as_str()
-        .and_then(|s| s.chars().next())
-        .unwrap_or('\\');
+    let escape = json["escape_token"].as_str().and_then(|s| s.chars().next()).unwrap_or('\\');
     let lexer = Lexer::new(escape);
 
     for (i, case) in cases(&json, "process_word_with_matches").iter().enumerate() {
@@ -245,10 +204,7 @@ fn lex_cases(dir: &Path, report: &mut Report) {
             let expected = str_field(case, "expected")?;
             match lexer.process_word(input, &env_map(case)?) {
                 Ok(e) if e.result == expected => Ok(()),
-                Ok(e) => Err(format!(
-                    "{input:?}: expected {expected:?}, got {:?}",
-                    e.result
-                )),
+                Ok(e) => Err(format!("{input:?}: expected {expected:?}, got {:?}", e.result)),
                 Err(e) => Err(format!("{input:?}: unexpected error {e}")),
             }
         });
@@ -261,19 +217,14 @@ fn lex_cases(dir: &Path, report: &mut Report) {
             if let Some(needle) = case["error_contains"].as_str() {
                 return match got {
                     Err(e) if e.to_string().contains(needle) => Ok(()),
-                    Err(e) => Err(format!(
-                        "{input:?}: error {e:?} does not contain {needle:?}"
-                    )),
+                    Err(e) => Err(format!("{input:?}: error {e:?} does not contain {needle:?}")),
                     Ok(e) => Err(format!("{input:?}: expected an error, got {:?}", e.result)),
                 };
             }
             let expected = str_field(case, "expected")?;
             match got {
                 Ok(e) if e.result == expected => Ok(()),
-                Ok(e) => Err(format!(
-                    "{input:?}: expected {expected:?}, got {:?}",
-                    e.result
-                )),
+                Ok(e) => Err(format!("{input:?}: expected {expected:?}, got {:?}", e.result)),
                 Err(e) => Err(format!("{input:?}: unexpected error {e}")),
             }
         });
@@ -288,10 +239,7 @@ fn lex_cases(dir: &Path, report: &mut Report) {
             if got == expected {
                 Ok(())
             } else {
-                Err(format!(
-                    "{:?} lookup {name:?}: expected {expected:?}, got {got:?}",
-                    env.0
-                ))
+                Err(format!("{:?} lookup {name:?}: expected {expected:?}, got {got:?}", env.0))
             }
         });
     }
@@ -305,11 +253,7 @@ fn shell_corpus() {
     words_test(&dir, &mut report);
     lex_cases(&dir, &mut report);
 
-    let stale: Vec<&String> = report
-        .skips
-        .keys()
-        .filter(|id| !report.used_skips.contains(*id))
-        .collect();
+    let stale: Vec<&String> = report.skips.keys().filter(|id| !report.used_skips.contains(*id)).collect();
     for id in &stale {
         eprintln!("note: {} lists {id}, which matches no case", SKIP_FILE);
     }

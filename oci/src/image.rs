@@ -429,13 +429,17 @@ mod tests {
             manifests: vec![att, d("amd64", None), d("arm64", Some("v8")), d("arm", Some("v7"))],
             annotations: BTreeMap::new(),
         };
-        let pick = |p: &str| index.select_platform(&p.parse().unwrap()).map(|d| d.platform.clone().unwrap().to_string());
+        let pick =
+            |p: &str| index.select_platform(&p.parse().unwrap()).map(|d| d.platform.clone().unwrap().to_string());
         assert_eq!(pick("linux/amd64").unwrap(), "linux/amd64");
         assert_eq!(pick("linux/arm64").unwrap(), "linux/arm64");
         assert_eq!(pick("linux/aarch64").unwrap(), "linux/arm64");
         assert_eq!(pick("linux/arm").unwrap(), "linux/arm/v7");
         let err = pick("linux/s390x").unwrap_err();
-        assert_eq!(err.to_string(), "no image for linux/s390x in the index (available: linux/amd64, linux/arm64, linux/arm/v7)");
+        assert_eq!(
+            err.to_string(),
+            "no image for linux/s390x in the index (available: linux/amd64, linux/arm64, linux/arm/v7)"
+        );
 
         let single = Index {
             schema_version: 2,

@@ -29,7 +29,9 @@ use std::path::{Component, Path, PathBuf};
 use crate::digest::Digest;
 use crate::image::{canonical_json, Descriptor, ImageConfig, Index, Manifest, NoMatchingPlatform, Platform};
 use crate::media;
-use crate::registry::manifest::{parse_document, DocumentError, ManifestDocument, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
+use crate::registry::manifest::{
+    parse_document, DocumentError, ManifestDocument, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
+};
 use crate::store::{BlobStore, StoreError};
 
 /// The file that marks a layout.
@@ -206,7 +208,9 @@ impl OciLayout {
             return match self.index.manifests.as_slice() {
                 [] => Err(LayoutError::Empty { dir: self.dir.clone() }),
                 [only] => Ok(only.clone()),
-                many => Err(LayoutError::Ambiguous { dir: self.dir.clone(), count: many.len(), available: available() }),
+                many => {
+                    Err(LayoutError::Ambiguous { dir: self.dir.clone(), count: many.len(), available: available() })
+                }
             };
         };
         if wanted.starts_with("sha256:") {
@@ -236,21 +240,39 @@ impl OciLayout {
             .manifests
             .iter()
             .find(|d| d.annotations.get(REF_NAME).is_some_and(|t| t == wanted))
-            .or_else(|| self.index.manifests.iter().find(|d| d.annotations.get(CONTAINERD_IMAGE_NAME).is_some_and(|t| t == wanted)))
+            .or_else(|| {
+                self.index
+                    .manifests
+                    .iter()
+                    .find(|d| d.annotations.get(CONTAINERD_IMAGE_NAME).is_some_and(|t| t == wanted))
+            })
             .cloned()
-            .ok_or_else(|| LayoutError::TagNotFound { dir: self.dir.clone(), tag: wanted.to_string(), available: available() })
+            .ok_or_else(|| LayoutError::TagNotFound {
+                dir: self.dir.clone(),
+                tag: wanted.to_string(),
+                available: available(),
+            })
     }
 
     /// Copy the image `desc` names into `store`, verifying every blob: the index (if
     /// `desc` is one; the `platform` entry is chosen from it), the manifest, the config
     /// and the layers.
-    pub fn import_image(&self, desc: &Descriptor, platform: &Platform, store: &BlobStore) -> Result<LayoutImage, LayoutError> {
+    pub fn import_image(
+        &self,
+        desc: &Descriptor,
+        platform: &Platform,
+        store: &BlobStore,
+    ) -> Result<LayoutImage, LayoutError> {
         let mut current = desc.clone();
         let mut index_digest = None;
         let mut depth = 0;
         let (manifest, manifest_media_type, manifest_digest) = loop {
             if current.size > MAX_MANIFEST_BYTES {
-                return Err(LayoutError::TooLarge { what: "manifest".into(), digest: current.digest, limit: MAX_MANIFEST_BYTES });
+                return Err(LayoutError::TooLarge {
+                    what: "manifest".into(),
+                    digest: current.digest,
+                    limit: MAX_MANIFEST_BYTES,
+                });
             }
             let bytes = self.read_small_blob(&current, MAX_MANIFEST_BYTES)?;
             let path = self.blob_path(&current.digest);
@@ -281,7 +303,11 @@ impl OciLayout {
 
         let config_desc = manifest.config.clone();
         if config_desc.size > MAX_CONFIG_BYTES {
-            return Err(LayoutError::TooLarge { what: "image config".into(), digest: config_desc.digest, limit: MAX_CONFIG_BYTES });
+            return Err(LayoutError::TooLarge {
+                what: "image config".into(),
+                digest: config_desc.digest,
+                limit: MAX_CONFIG_BYTES,
+            });
         }
         self.import_blob(&config_desc, store)?;
         let config_bytes = store.read_blob(&config_desc.digest)?;
@@ -492,7 +518,12 @@ impl LayoutWriter {
                 manifests.push(d);
             }
         }
-        let index = Index { schema_version: 2, media_type: Some(media::OCI_INDEX.to_string()), manifests, annotations: BTreeMap::new() };
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(media::OCI_INDEX.to_string()),
+            manifests,
+            annotations: BTreeMap::new(),
+        };
         let marker = dir.join(LAYOUT_FILE);
         crate::store::write_atomic(&marker, layout_marker().as_bytes()).map_err(io_at(&marker))?;
         crate::store::write_atomic(&existing, &canonical_json(&index)).map_err(io_at(&existing))?;
@@ -525,7 +556,11 @@ impl LayoutWriter {
             let f = File::open(&path).map_err(io_at(&path))?;
             let actual = f.metadata().map_err(io_at(&path))?.len();
             if actual != *size {
-                return Err(LayoutError::Store(StoreError::SizeMismatch { digest: digest.clone(), expected: *size, actual }));
+                return Err(LayoutError::Store(StoreError::SizeMismatch {
+                    digest: digest.clone(),
+                    expected: *size,
+                    actual,
+                }));
             }
             let h = header(&format!("blobs/sha256/{}", digest.hex()), *size, tar::EntryType::Regular, 0o644);
             b.append(&h, f).map_err(t)?;
@@ -580,7 +615,8 @@ fn new_index_entries(entries: &[LayoutEntry]) -> Vec<Descriptor> {
 /// checked to be in the store with the size their descriptors state.
 fn collect_blobs(store: &BlobStore, entries: &[LayoutEntry]) -> Result<BTreeMap<Digest, u64>, LayoutError> {
     let mut out = BTreeMap::new();
-    let mut stack: Vec<(Descriptor, String)> = entries.iter().map(|(d, _)| (d.clone(), "entry of index.json".to_string())).collect();
+    let mut stack: Vec<(Descriptor, String)> =
+        entries.iter().map(|(d, _)| (d.clone(), "entry of index.json".to_string())).collect();
     while let Some((d, role)) = stack.pop() {
         if out.contains_key(&d.digest) {
             continue;
@@ -598,18 +634,30 @@ fn collect_blobs(store: &BlobStore, entries: &[LayoutEntry]) -> Result<BTreeMap<
             Err(e) => return Err(e.into()),
         };
         if size != d.size {
-            return Err(LayoutError::Store(StoreError::SizeMismatch { digest: d.digest.clone(), expected: d.size, actual: size }));
+            return Err(LayoutError::Store(StoreError::SizeMismatch {
+                digest: d.digest.clone(),
+                expected: d.size,
+                actual: size,
+            }));
         }
         out.insert(d.digest.clone(), size);
         if media::is_index(&d.media_type) || media::is_manifest(&d.media_type) {
             if size > MAX_MANIFEST_BYTES {
-                return Err(LayoutError::TooLarge { what: "manifest".into(), digest: d.digest, limit: MAX_MANIFEST_BYTES });
+                return Err(LayoutError::TooLarge {
+                    what: "manifest".into(),
+                    digest: d.digest,
+                    limit: MAX_MANIFEST_BYTES,
+                });
             }
             let bytes = store.read_blob(&d.digest)?;
             let path = store.path(&d.digest);
             let doc = parse_document(Some(&d.media_type), &bytes).map_err(|e| match e {
-                DocumentError::Unsupported { media_type, hint } => LayoutError::Unsupported { path: path.clone(), media_type, hint },
-                DocumentError::Invalid(reason) => LayoutError::Invalid { path: path.clone(), what: "manifest".into(), reason },
+                DocumentError::Unsupported { media_type, hint } => {
+                    LayoutError::Unsupported { path: path.clone(), media_type, hint }
+                }
+                DocumentError::Invalid(reason) => {
+                    LayoutError::Invalid { path: path.clone(), what: "manifest".into(), reason }
+                }
             })?;
             match doc.1 {
                 ManifestDocument::Index(i) => {
@@ -665,7 +713,12 @@ mod tests {
     }
 
     fn index_of(store: &BlobStore, manifests: Vec<Descriptor>) -> Descriptor {
-        let i = Index { schema_version: 2, media_type: Some(media::OCI_INDEX.into()), manifests, annotations: BTreeMap::new() };
+        let i = Index {
+            schema_version: 2,
+            media_type: Some(media::OCI_INDEX.into()),
+            manifests,
+            annotations: BTreeMap::new(),
+        };
         let b = canonical_json(&i);
         Descriptor::new(media::OCI_INDEX, store.put_bytes(&b).unwrap(), b.len() as u64)
     }
@@ -680,7 +733,12 @@ mod tests {
 
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join("layout");
-        LayoutWriter::write_dir(&dir, &store, &[(idx.clone(), Some("latest".into())), (amd.clone(), Some("amd".into()))]).unwrap();
+        LayoutWriter::write_dir(
+            &dir,
+            &store,
+            &[(idx.clone(), Some("latest".into())), (amd.clone(), Some("amd".into()))],
+        )
+        .unwrap();
         let layout = OciLayout::open(&dir).unwrap();
         assert_eq!(layout.tags(), ["latest", "amd"]);
         assert!(matches!(layout.resolve(None), Err(LayoutError::Ambiguous { count: 2, .. })));
@@ -691,14 +749,19 @@ mod tests {
 
         let dst_dir = tempfile::tempdir().unwrap();
         let dst = BlobStore::open(dst_dir.path()).unwrap();
-        let img = layout.import_image(&layout.resolve(Some("latest")).unwrap(), &"linux/arm64".parse().unwrap(), &dst).unwrap();
+        let img = layout
+            .import_image(&layout.resolve(Some("latest")).unwrap(), &"linux/arm64".parse().unwrap(), &dst)
+            .unwrap();
         assert_eq!(img.index_digest, Some(idx.digest.clone()));
         assert_eq!(img.manifest_digest, arm.digest);
         assert_eq!(img.config.architecture, "arm64");
         assert!(dst.contains(&img.manifest.layers[0].digest));
         assert!(!dst.contains(&amd.digest), "only the chosen platform is imported");
         let e = layout.import_image(&idx, &"linux/s390x".parse().unwrap(), &dst).unwrap_err();
-        assert!(e.to_string().contains("no image for linux/s390x in the index (available: linux/amd64, linux/arm64)"), "{e}");
+        assert!(
+            e.to_string().contains("no image for linux/s390x in the index (available: linux/amd64, linux/arm64)"),
+            "{e}"
+        );
 
         // Re-writing a tag replaces that entry only.
         LayoutWriter::write_dir(&dir, &store, &[(arm.clone(), Some("latest".into()))]).unwrap();

@@ -61,9 +61,13 @@ pub enum ReferenceError {
     InvalidRepository { input: String, component: String },
     #[error("invalid image reference {input:?}: invalid tag {tag:?} (letters, digits, _ . - only, at most 128, not starting with . or -)")]
     InvalidTag { input: String, tag: String },
-    #[error("invalid image reference {input:?}: invalid digest {digest:?} (expected sha256: and 64 lowercase hex digits)")]
+    #[error(
+        "invalid image reference {input:?}: invalid digest {digest:?} (expected sha256: and 64 lowercase hex digits)"
+    )]
     InvalidDigest { input: String, digest: String },
-    #[error("invalid image reference {input:?}: a 64-character hexadecimal string is an image ID, not a repository name")]
+    #[error(
+        "invalid image reference {input:?}: a 64-character hexadecimal string is an image ID, not a repository name"
+    )]
     HexName { input: String },
 }
 
@@ -361,7 +365,10 @@ mod tests {
     #[test]
     fn docker_hub_normalisation() {
         let r = p("busybox");
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("docker.io", "library/busybox", Some("latest")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("docker.io", "library/busybox", Some("latest"))
+        );
         assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
         assert_eq!(r.familiar(), "busybox:latest");
         assert_eq!(r.api_host(), "registry-1.docker.io");
@@ -388,7 +395,10 @@ mod tests {
         assert_eq!(r.familiar(), "127.0.0.1:5000/library/busybox:latest");
 
         let r = p("localhost:5000/x");
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("localhost:5000", "x", Some("latest")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("localhost:5000", "x", Some("latest"))
+        );
         assert!(r.is_loopback());
         let r = p("localhost/x");
         assert_eq!(r.registry, "localhost");

@@ -81,7 +81,8 @@ fn start_relay(upstream: &str, cut_after: u64, cuts: usize, remove_range: bool) 
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    let (data, had_range) = if remove_range { strip_range(&buf[..n]) } else { (buf[..n].to_vec(), false) };
+                    let (data, had_range) =
+                        if remove_range { strip_range(&buf[..n]) } else { (buf[..n].to_vec(), false) };
                     let seen = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase().contains("\r\nrange: bytes=");
                     if seen || had_range {
                         up.ranges_seen.fetch_add(1, Ordering::SeqCst);

@@ -28,11 +28,7 @@ fn skopeo_inspect(target: &str, arch: &str) {
         .args(["--override-os", "linux", "--override-arch", arch, "inspect", target])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo inspect {target} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "skopeo inspect {target} failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["Architecture"], arch, "{v}");
     assert_eq!(v["Os"], "linux");
@@ -90,8 +86,12 @@ fn write_layout_dir_and_read_it_back() {
 
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("busybox");
-    LayoutWriter::write_dir(&dir, &store, &[(index.clone(), Some("latest".into())), (manifest_desc.clone(), Some("amd".into()))])
-        .unwrap();
+    LayoutWriter::write_dir(
+        &dir,
+        &store,
+        &[(index.clone(), Some("latest".into())), (manifest_desc.clone(), Some("amd".into()))],
+    )
+    .unwrap();
 
     let back = OciLayout::open(&dir).unwrap();
     assert_eq!(back.tags(), ["latest", "amd"]);
@@ -141,7 +141,9 @@ fn write_layout_tar_and_read_it_back() {
 
 /// GNU tar (if present) agrees on names, owners, modes and times.
 fn check_tar_listing(path: &Path) {
-    let Ok(out) = Command::new("tar").args(["--numeric-owner", "--full-time", "-tvf"]).arg(path).output() else { return };
+    let Ok(out) = Command::new("tar").args(["--numeric-owner", "--full-time", "-tvf"]).arg(path).output() else {
+        return;
+    };
     if !out.status.success() {
         return;
     }

@@ -109,10 +109,12 @@ async fn pull_from_token_registry_with_credential_helper() {
     )
     .unwrap();
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(cfg.path().join("config.json"), format!(r#"{{"credHelpers":{{"{}":"rig"}}}}"#, rig.token())).unwrap();
+    std::fs::write(cfg.path().join("config.json"), format!(r#"{{"credHelpers":{{"{}":"rig"}}}}"#, rig.token()))
+        .unwrap();
     let s = tempfile::tempdir().unwrap();
     let store = BlobStore::open(s.path()).unwrap();
-    let opts = RegistryOptions { credential_helper_dirs: vec![bin.path().to_path_buf()], ..isolated_options(cfg.path()) };
+    let opts =
+        RegistryOptions { credential_helper_dirs: vec![bin.path().to_path_buf()], ..isolated_options(cfg.path()) };
     let client = RegistryClient::new(opts).unwrap();
     let img = client.pull_image(&busybox(rig.token()), &amd64(), &store).await.unwrap();
     check_pulled(&img, &store, "amd64");

@@ -20,7 +20,9 @@ use strata_oci::digest::Digest;
 use strata_oci::image::{Descriptor, Manifest, Platform};
 use strata_oci::media;
 use strata_oci::reference::Reference;
-use strata_oci::registry::{Credential, PushEvent, PushOptions, PushReport, RegistryClient, RegistryError, RegistryOptions};
+use strata_oci::registry::{
+    Credential, PushEvent, PushOptions, PushReport, RegistryClient, RegistryError, RegistryOptions,
+};
 use strata_oci::store::BlobStore;
 
 // ---------------------------------------------------------------------------------------
@@ -199,7 +201,13 @@ impl RelayStats {
         self.seen.lock().unwrap().iter().filter(|s| s.method == method).count()
     }
     fn faults(&self) -> Vec<(String, Fault)> {
-        self.seen.lock().unwrap().iter().filter(|s| s.fault != Fault::Pass).map(|s| (s.method.clone(), s.fault)).collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.fault != Fault::Pass)
+            .map(|s| (s.method.clone(), s.fault))
+            .collect()
     }
     fn clear(&self) {
         self.seen.lock().unwrap().clear();
@@ -418,7 +426,9 @@ async fn pulled_busybox(rig: &Rig, store: &BlobStore, cfg: &std::path::Path) -> 
     let src: Reference = format!("{}/library/busybox:latest", rig.plain()).parse().unwrap();
     let img = client.pull_image(&src, &amd64(), store).await.unwrap();
     let desc = img.manifest_descriptor(store).unwrap();
-    let blobs = std::iter::once(img.config_digest.clone()).chain(img.manifest.layers.iter().map(|l| l.digest.clone())).collect();
+    let blobs = std::iter::once(img.config_digest.clone())
+        .chain(img.manifest.layers.iter().map(|l| l.digest.clone()))
+        .collect();
     (src, desc, blobs)
 }
 
@@ -459,7 +469,10 @@ async fn push_busybox_to_every_registry_then_skip_then_mount() {
         }
         assert_eq!(report.manifests_pushed, 1);
         assert_eq!(report.tags, ["v1"]);
-        assert!(events.all().iter().any(|e| matches!(e, PushEvent::ManifestPushed { digest, .. } if *digest == manifest.digest)));
+        assert!(events
+            .all()
+            .iter()
+            .any(|e| matches!(e, PushEvent::ManifestPushed { digest, .. } if *digest == manifest.digest)));
         assert_eq!(skopeo_digest(&r1, &skopeo), manifest.digest, "{r1} holds the same manifest bytes");
 
         // Again: every blob is skipped after a HEAD.
@@ -498,7 +511,8 @@ async fn push_a_whole_index_and_refuse_a_partial_one() {
 
     // Only amd64 in the store: the index cannot be pushed whole; nothing is sent.
     puller.pull_image(&src, &amd64(), &store).await.unwrap();
-    let err = client.push_image(&target, &index.descriptor(), &store, &PushOptions::default(), |_| {}).await.unwrap_err();
+    let err =
+        client.push_image(&target, &index.descriptor(), &store, &PushOptions::default(), |_| {}).await.unwrap_err();
     eprintln!("{err}");
     assert!(matches!(err, RegistryError::Unpushable { .. }), "{err}");
     assert!(err.to_string().starts_with(&format!("push {target}: cannot push: index {}", index.digest)), "{err}");
@@ -508,7 +522,8 @@ async fn push_a_whole_index_and_refuse_a_partial_one() {
     // Both platforms: index and manifests go, the index last.
     puller.pull_image(&src, &"linux/arm64".parse().unwrap(), &store).await.unwrap();
     let events = Events::default();
-    let report = client.push_image(&target, &index.descriptor(), &store, &PushOptions::default(), events.sink()).await.unwrap();
+    let report =
+        client.push_image(&target, &index.descriptor(), &store, &PushOptions::default(), events.sink()).await.unwrap();
     eprintln!("{report:?}");
     assert_eq!(report.manifests_pushed, 3);
     assert_eq!(blob_count(&report), 4, "two configs, two layers");
@@ -663,7 +678,11 @@ async fn chunked_upload_survives_dropped_connections_and_errors() {
         assert!(faults.iter().any(|(_, g)| *g == f), "{f:?} was injected: {faults:?}");
     }
     assert_eq!(faults.iter().filter(|(m, f)| m == "PATCH" && *f == Fault::DropResponse).count(), 1);
-    assert_eq!(final_puts.load(Ordering::SeqCst), 1, "the lost final answer was followed by a check, not a new session");
+    assert_eq!(
+        final_puts.load(Ordering::SeqCst),
+        1,
+        "the lost final answer was followed by a check, not a new session"
+    );
     assert!(status_checks.load(Ordering::SeqCst) >= 4, "upload sessions were asked for their state");
     assert_eq!(report.blobs_uploaded, 2);
     assert!(report.resumed >= 2, "sessions continued from the registry's offset: {report:?}");
@@ -671,7 +690,9 @@ async fn chunked_upload_survives_dropped_connections_and_errors() {
     assert!(report.bytes_uploaded > layer.size, "some bytes went twice: {report:?}");
     let all = events.all();
     assert!(all.iter().any(|e| matches!(e, PushEvent::Interrupted { resume_at, .. } if *resume_at > 0)), "{all:?}");
-    assert!(all.iter().any(|e| matches!(e, PushEvent::Progress { digest, total, .. } if *digest == layer.digest && *total == layer.size)));
+    assert!(all.iter().any(
+        |e| matches!(e, PushEvent::Progress { digest, total, .. } if *digest == layer.digest && *total == layer.size)
+    ));
     assert!(all.iter().any(|e| matches!(e, PushEvent::Uploaded { digest, .. } if *digest == layer.digest)));
 
     // Independent readers, straight to the registry: skopeo for the manifest, a plain GET

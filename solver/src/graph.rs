@@ -106,7 +106,12 @@ pub enum CacheSharing {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mount {
     /// A directory of input `input` (an index into the node's inputs) at `source`.
-    Bind { input: usize, source: String, target: String, readwrite: bool },
+    Bind {
+        input: usize,
+        source: String,
+        target: String,
+        readwrite: bool,
+    },
     /// A persistent cache directory.
     Cache {
         id: String,
@@ -119,10 +124,28 @@ pub enum Mount {
         /// Seed from (input index, source path).
         from: Option<(usize, String)>,
     },
-    Tmpfs { target: String, size: Option<u64> },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
     /// A secret: only its id enters the definition, never its value.
-    Secret { id: String, target: Option<String>, env: Option<String>, required: bool, mode: u32, uid: u32, gid: u32 },
-    Ssh { id: String, target: String, required: bool, mode: u32, uid: u32, gid: u32 },
+    Secret {
+        id: String,
+        target: Option<String>,
+        env: Option<String>,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Ssh {
+        id: String,
+        target: String,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +207,13 @@ impl Graph {
         self.add_in_stage(op, inputs, name, None)
     }
 
-    pub fn add_in_stage(&mut self, op: Op, inputs: Vec<NodeId>, name: impl Into<String>, stage: Option<&str>) -> NodeId {
+    pub fn add_in_stage(
+        &mut self,
+        op: Op,
+        inputs: Vec<NodeId>,
+        name: impl Into<String>,
+        stage: Option<&str>,
+    ) -> NodeId {
         let id = node_id(&op, &inputs);
         let name = name.into();
         let node = self.nodes.entry(id).or_insert_with(|| Node { op, inputs, names: Vec::new(), stages: Vec::new() });

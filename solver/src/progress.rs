@@ -16,7 +16,12 @@ pub enum ProgressEvent {
     /// A line of a step's output (stream 1 = stdout, 2 = stderr).
     Log { vertex: String, stream: u8, line: String },
     /// A step finished.
-    Done { vertex: String, name: String, #[serde(with = "secs")] elapsed: Duration },
+    Done {
+        vertex: String,
+        name: String,
+        #[serde(with = "secs")]
+        elapsed: Duration,
+    },
     /// A step failed.
     Failed { vertex: String, name: String, error: String },
     /// Byte progress of a transfer (pull, push, export).

@@ -29,7 +29,11 @@ pub struct SolveOptions {
 
 impl Default for SolveOptions {
     fn default() -> Self {
-        SolveOptions { jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2), no_cache: false, no_cache_filter: Vec::new() }
+        SolveOptions {
+            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+        }
     }
 }
 
@@ -63,7 +67,11 @@ impl<W: Worker> Scheduler<W> {
     }
 
     /// Solve the targets; returns every solved node of their closure.
-    pub async fn solve(&self, graph: Arc<Graph>, targets: &[NodeId]) -> Result<HashMap<NodeId, Arc<Solved>>, Arc<SolveError>> {
+    pub async fn solve(
+        &self,
+        graph: Arc<Graph>,
+        targets: &[NodeId],
+    ) -> Result<HashMap<NodeId, Arc<Solved>>, Arc<SolveError>> {
         let mut order = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for t in targets {
@@ -106,7 +114,8 @@ impl<W: Worker> Scheduler<W> {
                 }
                 Err(join) => {
                     if first_err.is_none() {
-                        first_err = Some(Arc::new(SolveError { step: "scheduler".into(), error: WorkerError::other(join) }));
+                        first_err =
+                            Some(Arc::new(SolveError { step: "scheduler".into(), error: WorkerError::other(join) }));
                     }
                 }
             }
@@ -145,7 +154,11 @@ impl<W: Worker> NodeRun<W> {
         // Sources that need no work.
         match &node.op {
             Op::Local { name: local } => {
-                return Ok(Arc::new(Solved { output: Output::Local(local.clone()), cache_key: self.id.0, cached: true }));
+                return Ok(Arc::new(Solved {
+                    output: Output::Local(local.clone()),
+                    cache_key: self.id.0,
+                    cached: true,
+                }));
             }
             Op::Scratch => {
                 return Ok(Arc::new(Solved { output: Output::Layers(Vec::new()), cache_key: self.id.0, cached: true }));
@@ -166,7 +179,8 @@ impl<W: Worker> NodeRun<W> {
 
         let is_source = matches!(node.op, Op::Image { .. });
         let bypass = !is_source
-            && (self.options.no_cache || node.stages.iter().any(|s| self.options.no_cache_filter.iter().any(|f| f.eq_ignore_ascii_case(s))));
+            && (self.options.no_cache
+                || node.stages.iter().any(|s| self.options.no_cache_filter.iter().any(|f| f.eq_ignore_ascii_case(s))));
         if !bypass {
             if let Some(rec) = self.cache.get(&key) {
                 if self.worker.output_valid(&rec.output) {
@@ -184,19 +198,37 @@ impl<W: Worker> NodeRun<W> {
         }
         let started = Instant::now();
         self.progress.send(ProgressEvent::Started { vertex: self.id.to_string(), name: name.clone() });
-        let ctx = StepContext { name: name.clone(), progress: self.progress.clone(), vertex: self.id, cancel: self.cancel_tx.subscribe() };
+        let ctx = StepContext {
+            name: name.clone(),
+            progress: self.progress.clone(),
+            vertex: self.id,
+            cancel: self.cancel_tx.subscribe(),
+        };
         match self.worker.run(self.id, &node, &solved_inputs, ctx).await {
             Ok(output) => {
-                self.progress.send(ProgressEvent::Done { vertex: self.id.to_string(), name: name.clone(), elapsed: started.elapsed() });
-                let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                if let Err(e) = self.cache.put(&key, &CacheRecord { output: output.clone(), name: name.clone(), created }) {
+                self.progress.send(ProgressEvent::Done {
+                    vertex: self.id.to_string(),
+                    name: name.clone(),
+                    elapsed: started.elapsed(),
+                });
+                let created = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                if let Err(e) =
+                    self.cache.put(&key, &CacheRecord { output: output.clone(), name: name.clone(), created })
+                {
                     tracing::warn!("could not record {name} in the cache index: {e}");
                 }
                 Ok(Arc::new(Solved { output, cache_key: key, cached: false }))
             }
             Err(WorkerError::Cancelled) => Err(Arc::new(SolveError { step: name, error: WorkerError::Cancelled })),
             Err(e) => {
-                self.progress.send(ProgressEvent::Failed { vertex: self.id.to_string(), name: name.clone(), error: e.to_string() });
+                self.progress.send(ProgressEvent::Failed {
+                    vertex: self.id.to_string(),
+                    name: name.clone(),
+                    error: e.to_string(),
+                });
                 Err(fail(e))
             }
         }

@@ -75,7 +75,13 @@ pub trait Worker: Send + Sync + 'static {
     async fn content_key(&self, node: &Node, inputs: &[Arc<Solved>]) -> Result<Option<[u8; 32]>, WorkerError>;
 
     /// Run the node.
-    async fn run(&self, id: NodeId, node: &Node, inputs: &[Arc<Solved>], ctx: StepContext) -> Result<Output, WorkerError>;
+    async fn run(
+        &self,
+        id: NodeId,
+        node: &Node,
+        inputs: &[Arc<Solved>],
+        ctx: StepContext,
+    ) -> Result<Output, WorkerError>;
 
     /// Is a cached output still usable (its snapshots present)?
     fn output_valid(&self, output: &Output) -> bool;

@@ -52,7 +52,12 @@ pub fn umoci_unpack(layout_tar: &Path, work: &Path, tag: &str) -> PathBuf {
     let st = Command::new("tar").arg("-xf").arg(layout_tar).arg("-C").arg(&layout).status().unwrap();
     assert!(st.success());
     let bundle = work.join("bundle");
-    let out = Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:{tag}", layout.display())).arg(&bundle).output().unwrap();
+    let out = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "umoci unpack failed: {}", text(&out));
     bundle.join("rootfs")
 }

@@ -75,12 +75,8 @@ fn valid_tar_header(h: &[u8; 512]) -> bool {
         return false;
     }
     let field = &h[148..156];
-    let digits: Vec<u8> = field
-        .iter()
-        .copied()
-        .skip_while(|b| *b == b' ')
-        .take_while(|b| (b'0'..=b'7').contains(b))
-        .collect();
+    let digits: Vec<u8> =
+        field.iter().copied().skip_while(|b| *b == b' ').take_while(|b| (b'0'..=b'7').contains(b)).collect();
     if digits.is_empty() {
         return false;
     }
@@ -115,21 +111,10 @@ pub(crate) fn extract(
     stats: &mut CopyStats,
 ) -> Result<(), CopyError> {
     let root = Root::from_fd(dest);
-    let read_err = |source: io::Error| CopyError::ArchiveRead {
-        archive: archive.to_string(),
-        source,
-    };
-    let stream = crate::unpack::open_decompressed(BufReader::with_capacity(READ_BUFFER, file))
-        .map_err(read_err)?;
+    let read_err = |source: io::Error| CopyError::ArchiveRead { archive: archive.to_string(), source };
+    let stream = crate::unpack::open_decompressed(BufReader::with_capacity(READ_BUFFER, file)).map_err(read_err)?;
     let mut tar = tar::Archive::new(stream);
-    let mut x = Extractor {
-        root: &root,
-        owner,
-        archive,
-        dest_shown,
-        dir_times: Vec::new(),
-        stats,
-    };
+    let mut x = Extractor { root: &root, owner, archive, dest_shown, dir_times: Vec::new(), stats };
     for entry in tar.entries().map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
         x.entry(entry)?;
@@ -194,12 +179,7 @@ fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
     }
     let mut nanos: i64 = 0;
     for i in 0..9 {
-        nanos = nanos * 10
-            + frac
-                .as_bytes()
-                .get(i)
-                .map(|b| (b - b'0') as i64)
-                .unwrap_or(0);
+        nanos = nanos * 10 + frac.as_bytes().get(i).map(|b| (b - b'0') as i64).unwrap_or(0);
     }
     let (sec, nsec) = if neg {
         if nanos == 0 {
@@ -210,10 +190,7 @@ fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
     } else {
         (secs, nanos)
     };
-    Some(Timespec {
-        tv_sec: sec,
-        tv_nsec: nsec as _,
-    })
+    Some(Timespec { tv_sec: sec, tv_nsec: nsec as _ })
 }
 
 impl Extractor<'_> {
@@ -249,21 +226,15 @@ impl Extractor<'_> {
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), CopyError> {
         let ty = entry.header().entry_type();
-        if matches!(
-            ty,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
-        ) {
+        if matches!(ty, EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink)
+        {
             return Ok(());
         }
         let raw = entry.path_bytes().into_owned();
         let Some(comps) = clean_local(&raw) else {
-            return Err(self.entry_err(
-                &raw,
-                "the name climbs out of the destination directory; refusing to extract it",
-            ));
+            return Err(
+                self.entry_err(&raw, "the name climbs out of the destination directory; refusing to extract it")
+            );
         };
         let Some((name, parent)) = comps.split_last() else {
             // `.`: the destination itself keeps its metadata.
@@ -275,37 +246,26 @@ impl Extractor<'_> {
         let header = entry.header();
         let old = header.as_old();
         let mode = numeric(header.mode().map(u64::from), &old.mode)
-            .map_err(|e| self.entry_err(&raw, format!("bad mode field: {e}")))?
-            as u32
+            .map_err(|e| self.entry_err(&raw, format!("bad mode field: {e}")))? as u32
             & 0o7777;
         let (uid, gid) = match self.owner {
             Some(o) => o,
             None => (
-                numeric(header.uid(), &old.uid)
-                    .map_err(|e| self.entry_err(&raw, format!("bad uid field: {e}")))?
+                numeric(header.uid(), &old.uid).map_err(|e| self.entry_err(&raw, format!("bad uid field: {e}")))?
                     as u32,
-                numeric(header.gid(), &old.gid)
-                    .map_err(|e| self.entry_err(&raw, format!("bad gid field: {e}")))?
+                numeric(header.gid(), &old.gid).map_err(|e| self.entry_err(&raw, format!("bad gid field: {e}")))?
                     as u32,
             ),
         };
-        let mtime_secs = numeric(header.mtime(), &old.mtime)
-            .map_err(|e| self.entry_err(&raw, format!("bad mtime field: {e}")))?;
-        let mut mtime = Timespec {
-            tv_sec: mtime_secs as i64,
-            tv_nsec: 0,
-        };
+        let mtime_secs =
+            numeric(header.mtime(), &old.mtime).map_err(|e| self.entry_err(&raw, format!("bad mtime field: {e}")))?;
+        let mut mtime = Timespec { tv_sec: mtime_secs as i64, tv_nsec: 0 };
         let mut atime: Option<Timespec> = None;
-        let dev = (
-            header.device_major().ok().flatten().unwrap_or(0),
-            header.device_minor().ok().flatten().unwrap_or(0),
-        );
+        let dev =
+            (header.device_major().ok().flatten().unwrap_or(0), header.device_minor().ok().flatten().unwrap_or(0));
         let link = entry.link_name_bytes().map(|l| l.into_owned());
         let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        if let Some(exts) = entry
-            .pax_extensions()
-            .map_err(|e| self.entry_err(&raw, format!("bad PAX records: {e}")))?
-        {
+        if let Some(exts) = entry.pax_extensions().map_err(|e| self.entry_err(&raw, format!("bad PAX records: {e}")))? {
             for ext in exts {
                 let ext = ext.map_err(|e| self.entry_err(&raw, format!("bad PAX record: {e}")))?;
                 let key = ext.key_bytes();
@@ -325,23 +285,12 @@ impl Extractor<'_> {
             Some(a) if (a.tv_sec, a.tv_nsec) > (mtime.tv_sec, mtime.tv_nsec) => a,
             _ => mtime,
         };
-        let times = Timestamps {
-            last_access: atime,
-            last_modification: mtime,
-        };
+        let times = Timestamps { last_access: atime, last_modification: mtime };
 
         // The parent, resolved inside the destination directory; missing parents 0755,
         // owned by root.
-        let (_, pfd) = self
-            .root
-            .mkdir_all(
-                parent,
-                DirSpec {
-                    mode: 0o755,
-                    owner: None,
-                },
-            )
-            .map_err(|e| self.resolve_err(&raw, e))?;
+        let (_, pfd) =
+            self.root.mkdir_all(parent, DirSpec { mode: 0o755, owner: None }).map_err(|e| self.resolve_err(&raw, e))?;
         let pfd = pfd.as_fd();
         let name = name.as_slice();
 
@@ -354,8 +303,7 @@ impl Extractor<'_> {
         let is_dir_entry = ty == EntryType::Directory;
         if let Some(ft) = existing {
             if !(ft == FileType::Directory && is_dir_entry) {
-                remove_all(pfd, name)
-                    .map_err(self.io_err(&raw, "removing what is in the way of"))?;
+                remove_all(pfd, name).map_err(self.io_err(&raw, "removing what is in the way of"))?;
             }
         }
 
@@ -373,11 +321,7 @@ impl Extractor<'_> {
                 let fd = rustix::fs::openat(
                     pfd,
                     name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(self.io_err(&raw, "creating the file"))?;
@@ -399,46 +343,37 @@ impl Extractor<'_> {
                 let tcomps = match clean_local(&target) {
                     Some(t) if !t.is_empty() => t,
                     _ => {
-                        return Err(self.entry_err(&raw, format!(
-                            "hard link target {:?} is outside the destination directory; refusing to extract it",
-                            String::from_utf8_lossy(&target)
-                        )))
+                        return Err(self.entry_err(
+                            &raw,
+                            format!(
+                                "hard link target {:?} is outside the destination directory; refusing to extract it",
+                                String::from_utf8_lossy(&target)
+                            ),
+                        ))
                     }
                 };
                 let (tname, tparent) = tcomps.split_last().expect("non-empty");
-                let resolved = self
-                    .root
-                    .resolve(tparent, true, None)
-                    .map_err(|e| self.resolve_err(&raw, e))?;
+                let resolved = self.root.resolve(tparent, true, None).map_err(|e| self.resolve_err(&raw, e))?;
                 if !resolved.is_dir() {
                     return Err(self.entry_err(
                         &raw,
-                        format!(
-                            "hard link target {:?} is not in the archive",
-                            String::from_utf8_lossy(&target)
-                        ),
+                        format!("hard link target {:?} is not in the archive", String::from_utf8_lossy(&target)),
                     ));
                 }
                 let tfd = self
                     .root
                     .open_dir_nofollow(&resolved.real)
                     .map_err(self.io_err(&raw, "opening the hard link target's directory"))?;
-                let tst =
-                    match rustix::fs::statat(&tfd, tname.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(st) => st,
-                        Err(Errno::NOENT) => {
-                            return Err(self.entry_err(
-                                &raw,
-                                format!(
-                                    "hard link target {:?} is not in the archive",
-                                    String::from_utf8_lossy(&target)
-                                ),
-                            ))
-                        }
-                        Err(e) => {
-                            return Err(self.io_err(&raw, "inspecting the hard link target")(e))
-                        }
-                    };
+                let tst = match rustix::fs::statat(&tfd, tname.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(Errno::NOENT) => {
+                        return Err(self.entry_err(
+                            &raw,
+                            format!("hard link target {:?} is not in the archive", String::from_utf8_lossy(&target)),
+                        ))
+                    }
+                    Err(e) => return Err(self.io_err(&raw, "inspecting the hard link target")(e)),
+                };
                 rustix::fs::linkat(&tfd, tname.as_slice(), pfd, name, AtFlags::empty())
                     .map_err(self.io_err(&raw, "creating the hard link"))?;
                 // The shared inode keeps the metadata of a symlink target alone.
@@ -462,24 +397,14 @@ impl Extractor<'_> {
             other => {
                 return Err(self.entry_err(
                     &raw,
-                    format!(
-                        "unhandled tar header type {:?} ({:?})",
-                        other,
-                        other.as_byte() as char
-                    ),
+                    format!("unhandled tar header type {:?} ({:?})", other, other.as_byte() as char),
                 ));
             }
         }
 
         // Owner, xattrs, mode (after chown, which may clear setuid), times.
-        rustix::fs::chownat(
-            pfd,
-            name,
-            Some(Uid::from_raw(uid)),
-            Some(Gid::from_raw(gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(self.io_err(&raw, "changing the owner of"))?;
+        rustix::fs::chownat(pfd, name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(self.io_err(&raw, "changing the owner of"))?;
         if !xattrs.is_empty() {
             let mut path = format!("/proc/self/fd/{}/", pfd.as_raw_fd()).into_bytes();
             path.extend_from_slice(name);
@@ -490,19 +415,14 @@ impl Extractor<'_> {
                 }
                 match xattr::set(path, OsStr::from_bytes(xname), value) {
                     Ok(()) => {}
-                    Err(e)
-                        if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) =>
-                    {
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => {
                         tracing::warn!(archive = self.archive, entry = %String::from_utf8_lossy(&raw), xattr = %String::from_utf8_lossy(xname), error = %e, "extended attribute not set");
                         self.stats.xattrs_skipped += 1;
                     }
                     Err(e) => {
                         return Err(self.entry_err(
                             &raw,
-                            format!(
-                                "setting extended attribute {:?}: {e}",
-                                String::from_utf8_lossy(xname)
-                            ),
+                            format!("setting extended attribute {:?}: {e}", String::from_utf8_lossy(xname)),
                         ))
                     }
                 }
@@ -513,10 +433,7 @@ impl Extractor<'_> {
                 .map_err(self.io_err(&raw, "changing the mode of"))?;
         }
         if is_dir_entry {
-            self.dir_times.push(DirTime {
-                comps: comps.clone(),
-                times,
-            });
+            self.dir_times.push(DirTime { comps: comps.clone(), times });
         } else if set_times {
             rustix::fs::utimensat(pfd, name, &times, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(self.io_err(&raw, "setting the times of"))?;
@@ -556,10 +473,7 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(
-            clean_local(b"/abs/x").unwrap(),
-            vec![b"abs".to_vec(), b"x".to_vec()]
-        );
+        assert_eq!(clean_local(b"/abs/x").unwrap(), vec![b"abs".to_vec(), b"x".to_vec()]);
         assert!(clean_local(b"../x").is_none());
         assert!(clean_local(b"a/../../x").is_none());
         assert!(clean_local(b"./").unwrap().is_empty());
@@ -567,20 +481,8 @@ mod tests {
 
     #[test]
     fn pax_times() {
-        assert_eq!(
-            parse_pax_time(b"1700000000.5"),
-            Some(Timespec {
-                tv_sec: 1_700_000_000,
-                tv_nsec: 500_000_000
-            })
-        );
-        assert_eq!(
-            parse_pax_time(b"-1.25"),
-            Some(Timespec {
-                tv_sec: -2,
-                tv_nsec: 750_000_000
-            })
-        );
+        assert_eq!(parse_pax_time(b"1700000000.5"), Some(Timespec { tv_sec: 1_700_000_000, tv_nsec: 500_000_000 }));
+        assert_eq!(parse_pax_time(b"-1.25"), Some(Timespec { tv_sec: -2, tv_nsec: 750_000_000 }));
         assert_eq!(parse_pax_time(b"x"), None);
     }
 

@@ -27,10 +27,7 @@ pub(crate) fn contains_wildcards(s: &[u8]) -> bool {
 /// Split cleaned components into the literal prefix and the rest, starting at the first
 /// component with a wildcard.
 pub(crate) fn split_wildcards(comps: &[Vec<u8>]) -> (&[Vec<u8>], &[Vec<u8>]) {
-    let at = comps
-        .iter()
-        .position(|c| contains_wildcards(c))
-        .unwrap_or(comps.len());
+    let at = comps.iter().position(|c| contains_wildcards(c)).unwrap_or(comps.len());
     comps.split_at(at)
 }
 
@@ -39,10 +36,7 @@ enum Token {
     Star,
     Any,
     Lit(char),
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
+    Class { negated: bool, ranges: Vec<(char, char)> },
 }
 
 /// A compiled `filepath.Match` pattern for one segment.
@@ -54,9 +48,7 @@ pub(crate) struct SegmentPattern {
 
 impl SegmentPattern {
     pub fn new(pattern: &[u8]) -> SegmentPattern {
-        SegmentPattern {
-            tokens: tokenize(&String::from_utf8_lossy(pattern)),
-        }
+        SegmentPattern { tokens: tokenize(&String::from_utf8_lossy(pattern)) }
     }
 
     pub fn matches(&self, name: &[u8]) -> bool {
@@ -145,9 +137,7 @@ fn token_matches(t: &Token, c: char) -> bool {
     match t {
         Token::Any => true,
         Token::Lit(l) => *l == c,
-        Token::Class { negated, ranges } => {
-            ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != *negated
-        }
+        Token::Class { negated, ranges } => ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != *negated,
         Token::Star => true,
     }
 }
@@ -191,13 +181,7 @@ impl PathPattern {
     pub fn new(comps: &[Vec<u8>]) -> PathPattern {
         let segs = comps
             .iter()
-            .map(|c| {
-                if c.as_slice() == b"**" {
-                    Seg::DoubleStar
-                } else {
-                    Seg::One(SegmentPattern::new(c))
-                }
-            })
+            .map(|c| if c.as_slice() == b"**" { Seg::DoubleStar } else { Seg::One(SegmentPattern::new(c)) })
             .collect();
         PathPattern { segs }
     }
@@ -219,9 +203,7 @@ fn match_segs(p: &[Seg], s: &[Vec<u8>], prefix: bool) -> bool {
     };
     match p.split_first() {
         None => false,
-        Some((Seg::DoubleStar, prest)) => {
-            match_segs(prest, s, prefix) || match_segs(p, rest, prefix)
-        }
+        Some((Seg::DoubleStar, prest)) => match_segs(prest, s, prefix) || match_segs(p, rest, prefix),
         Some((Seg::One(sp), prest)) => sp.matches(first) && match_segs(prest, rest, prefix),
     }
 }

@@ -112,10 +112,7 @@ use strata_solver::graph::CopyOp;
 
 use crate::chmod::{Chmod, ChmodError};
 use glob::{contains_wildcards, split_wildcards, PathPattern, SegmentPattern};
-use root::{
-    clean, file_type, list_dir, rel_str, show, Comps, DirSpec, ResolveError, Resolved, Root,
-    MAX_DEPTH,
-};
+use root::{clean, file_type, list_dir, rel_str, show, Comps, DirSpec, ResolveError, Resolved, Root, MAX_DEPTH};
 use tree::{times_of, Copier, Paths};
 
 pub use owner::resolve_chown;
@@ -193,11 +190,7 @@ pub enum CopyError {
     #[error("cannot replace directory {path} with a file")]
     DirectoryInTheWay { path: String },
     #[error("{side} path {path}: {component} is not a directory")]
-    NotADirectory {
-        side: Side,
-        path: String,
-        component: String,
-    },
+    NotADirectory { side: Side, path: String, component: String },
     #[error("{side} path {path}: too many levels of symbolic links")]
     TooManySymlinks { side: Side, path: String },
     #[error("{side} path {path} is too deep")]
@@ -205,11 +198,7 @@ pub enum CopyError {
     #[error("failed to stat {path}: the destination's parent directory does not exist")]
     DestParentMissing { path: String },
     #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: String,
-        source: io::Error,
-    },
+    Io { op: &'static str, path: String, source: io::Error },
     #[error(transparent)]
     Chmod(#[from] ChmodError),
     #[error("--chown: unknown user {user:?}: {reason}")]
@@ -219,11 +208,7 @@ pub enum CopyError {
     #[error("--chown: {path} of the destination {reason}")]
     UserDatabase { path: String, reason: String },
     #[error("ADD {archive}: entry {entry:?}: {reason}")]
-    ArchiveEntry {
-        archive: String,
-        entry: String,
-        reason: String,
-    },
+    ArchiveEntry { archive: String, entry: String, reason: String },
     #[error("ADD {archive}: reading the archive: {source}")]
     ArchiveRead { archive: String, source: io::Error },
 }
@@ -263,23 +248,10 @@ pub fn copy_with_source_excludes(
         (None, None) => None,
     };
     let chmod = op.chmod.as_deref().map(Chmod::parse).transpose()?;
-    let dir_spec = DirSpec {
-        mode: chmod
-            .as_ref()
-            .and_then(Chmod::octal)
-            .map(|m| m & 0o777)
-            .unwrap_or(0o755),
-        owner,
-    };
-    let hidden =
-        |real: &[Vec<u8>], is_dir: bool| !real.is_empty() && (req.exclude)(&rel_str(real), is_dir);
+    let dir_spec = DirSpec { mode: chmod.as_ref().and_then(Chmod::octal).map(|m| m & 0o777).unwrap_or(0o755), owner };
+    let hidden = |real: &[Vec<u8>], is_dir: bool| !real.is_empty() && (req.exclude)(&rel_str(real), is_dir);
 
-    let planner = Planner {
-        src: &src,
-        op,
-        hidden: &hidden,
-        source_exclude,
-    };
+    let planner = Planner { src: &src, op, hidden: &hidden, source_exclude };
     let mut plans: Vec<(usize, Plan)> = Vec::new();
     for (i, s) in op.sources.iter().enumerate() {
         if op.parents {
@@ -294,21 +266,12 @@ pub fn copy_with_source_excludes(
     }
 
     let dest_comps = clean(op.dest.as_bytes());
-    let dest_is_dir = op.dest_is_dir
-        || op.dest.ends_with('/')
-        || op.dest.ends_with("/.")
-        || op.dest == "."
-        || dest_comps.is_empty();
+    let dest_is_dir =
+        op.dest_is_dir || op.dest.ends_with('/') || op.dest.ends_with("/.") || op.dest == "." || dest_comps.is_empty();
     if !op.parents && plans.len() > 1 && !dest_is_dir {
-        let existing_dir = dst
-            .resolve(&dest_comps, true, None)
-            .map(|r| r.is_dir())
-            .unwrap_or(false);
+        let existing_dir = dst.resolve(&dest_comps, true, None).map(|r| r.is_dir()).unwrap_or(false);
         if !existing_dir {
-            return Err(CopyError::MultipleSourcesNeedDirectory {
-                dest: op.dest.clone(),
-                count: plans.len(),
-            });
+            return Err(CopyError::MultipleSourcesNeedDirectory { dest: op.dest.clone(), count: plans.len() });
         }
     }
 
@@ -388,19 +351,10 @@ fn resolve_err(side: Side, e: ResolveError) -> CopyError {
         ResolveError::NotADirectory(p) => CopyError::NotADirectory {
             side,
             path: show(&p),
-            component: p
-                .last()
-                .map(|c| String::from_utf8_lossy(c).into_owned())
-                .unwrap_or_default(),
+            component: p.last().map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default(),
         },
-        ResolveError::TooManySymlinks => CopyError::TooManySymlinks {
-            side,
-            path: String::new(),
-        },
-        ResolveError::TooDeep => CopyError::PathTooDeep {
-            side,
-            path: String::new(),
-        },
+        ResolveError::TooManySymlinks => CopyError::TooManySymlinks { side, path: String::new() },
+        ResolveError::TooDeep => CopyError::PathTooDeep { side, path: String::new() },
         ResolveError::Io(p, e) => CopyError::Io {
             op: match side {
                 Side::Source => "resolving the source",
@@ -416,15 +370,11 @@ fn resolve_err(side: Side, e: ResolveError) -> CopyError {
 fn with_path(e: CopyError, path: &str) -> CopyError {
     match e {
         CopyError::TooManySymlinks { side, path: p } if p.is_empty() => {
-            CopyError::TooManySymlinks {
-                side,
-                path: path.to_string(),
-            }
+            CopyError::TooManySymlinks { side, path: path.to_string() }
         }
-        CopyError::PathTooDeep { side, path: p } if p.is_empty() => CopyError::PathTooDeep {
-            side,
-            path: path.to_string(),
-        },
+        CopyError::PathTooDeep { side, path: p } if p.is_empty() => {
+            CopyError::PathTooDeep { side, path: path.to_string() }
+        }
         e => e,
     }
 }
@@ -476,9 +426,7 @@ impl Planner<'_> {
                 tracing::debug!(source, "wildcard matches nothing");
                 return Ok(Vec::new());
             }
-            return Err(CopyError::NoMatch {
-                pattern: source.to_string(),
-            });
+            return Err(CopyError::NoMatch { pattern: source.to_string() });
         }
         let mut items = Vec::with_capacity(matches.len());
         for rel in matches {
@@ -490,12 +438,7 @@ impl Planner<'_> {
             let Some(stat) = r.stat else {
                 return Err(CopyError::NotFound { path: show(&named) });
             };
-            items.push(Item {
-                shown: show(&named),
-                base: rel.last().cloned().unwrap_or_default(),
-                real: r.real,
-                stat,
-            });
+            items.push(Item { shown: show(&named), base: rel.last().cloned().unwrap_or_default(), real: r.real, stat });
         }
         Ok(items)
     }
@@ -513,14 +456,11 @@ impl Planner<'_> {
         let depth = rel.len();
         let mut here: Comps = dir.to_vec();
         here.extend(rel.iter().cloned());
-        let fd = self
-            .src
-            .open_real(&here, OFlags::RDONLY | OFlags::DIRECTORY)
-            .map_err(|e| CopyError::Io {
-                op: "reading the source directory",
-                path: show(&here),
-                source: e.into(),
-            })?;
+        let fd = self.src.open_real(&here, OFlags::RDONLY | OFlags::DIRECTORY).map_err(|e| CopyError::Io {
+            op: "reading the source directory",
+            path: show(&here),
+            source: e.into(),
+        })?;
         let names = list_dir(&fd).map_err(|e| CopyError::Io {
             op: "reading the source directory",
             path: show(&here),
@@ -534,11 +474,7 @@ impl Planner<'_> {
                 Ok(st) => st,
                 Err(Errno::NOENT) => continue,
                 Err(e) => {
-                    return Err(CopyError::Io {
-                        op: "inspecting the source",
-                        path: show(&here),
-                        source: e.into(),
-                    })
+                    return Err(CopyError::Io { op: "inspecting the source", path: show(&here), source: e.into() })
                 }
             };
             let is_dir = file_type(&st) == FileType::Directory;
@@ -566,8 +502,7 @@ impl Planner<'_> {
             None => ("/", source),
         };
         let pattern_comps = clean(pattern.as_bytes());
-        let required =
-            !contains_wildcards(pivot.as_bytes()) && !contains_wildcards(pattern.as_bytes());
+        let required = !contains_wildcards(pivot.as_bytes()) && !contains_wildcards(pattern.as_bytes());
         let matcher = PathPattern::new(&pattern_comps);
         let mut plans = Vec::new();
         let mut found = false;
@@ -593,13 +528,9 @@ impl Planner<'_> {
         }
         if !required
             && !self.op.allow_empty_wildcard
-            && plans
-                .iter()
-                .all(|p| matches!(p, Plan::Parents { included, .. } if included.is_empty()))
+            && plans.iter().all(|p| matches!(p, Plan::Parents { included, .. } if included.is_empty()))
         {
-            return Err(CopyError::NoMatch {
-                pattern: source.to_string(),
-            });
+            return Err(CopyError::NoMatch { pattern: source.to_string() });
         }
         Ok(plans)
     }
@@ -614,21 +545,15 @@ impl Planner<'_> {
         out: &mut Vec<Comps>,
     ) -> Result<(), CopyError> {
         if rel.len() >= MAX_DEPTH {
-            return Err(CopyError::PathTooDeep {
-                side: Side::Source,
-                path: show(pivot),
-            });
+            return Err(CopyError::PathTooDeep { side: Side::Source, path: show(pivot) });
         }
         let mut here: Comps = pivot.to_vec();
         here.extend(rel.iter().cloned());
-        let fd = self
-            .src
-            .open_real(&here, OFlags::RDONLY | OFlags::DIRECTORY)
-            .map_err(|e| CopyError::Io {
-                op: "reading the source directory",
-                path: show(&here),
-                source: e.into(),
-            })?;
+        let fd = self.src.open_real(&here, OFlags::RDONLY | OFlags::DIRECTORY).map_err(|e| CopyError::Io {
+            op: "reading the source directory",
+            path: show(&here),
+            source: e.into(),
+        })?;
         let names = list_dir(&fd).map_err(|e| CopyError::Io {
             op: "reading the source directory",
             path: show(&here),
@@ -639,11 +564,7 @@ impl Planner<'_> {
                 Ok(st) => st,
                 Err(Errno::NOENT) => continue,
                 Err(e) => {
-                    return Err(CopyError::Io {
-                        op: "inspecting the source",
-                        path: show(&here),
-                        source: e.into(),
-                    })
+                    return Err(CopyError::Io { op: "inspecting the source", path: show(&here), source: e.into() })
                 }
             };
             let is_dir = file_type(&st) == FileType::Directory;
@@ -690,64 +611,37 @@ impl Executor<'_> {
     fn ensure_dest_path(&self) -> Result<(), CopyError> {
         let parent = &self.dest_comps[..self.dest_comps.len().saturating_sub(1)];
         if !self.op.create_dest_path {
-            let r = self
-                .copier
-                .dst
-                .resolve(parent, true, None)
-                .map_err(|e| self.dst_resolve_err(e))?;
+            let r = self.copier.dst.resolve(parent, true, None).map_err(|e| self.dst_resolve_err(e))?;
             if r.stat.is_none() {
-                return Err(CopyError::DestParentMissing {
-                    path: self.op.dest.clone(),
-                });
+                return Err(CopyError::DestParentMissing { path: self.op.dest.clone() });
             }
         }
-        let ensure = if self.dest_is_dir {
-            &self.dest_comps[..]
-        } else {
-            parent
-        };
+        let ensure = if self.dest_is_dir { &self.dest_comps[..] } else { parent };
         self.mkdir_all(ensure)?;
         Ok(())
     }
 
     fn item(&mut self, item: &Item) -> Result<(), CopyError> {
         self.copier.stats.sources += 1;
-        if self.op.unpack_archives
-            && file_type(&item.stat) == FileType::RegularFile
-            && self.try_extract(item)?
-        {
+        if self.op.unpack_archives && file_type(&item.stat) == FileType::RegularFile && self.try_extract(item)? {
             return Ok(());
         }
         self.ensure_dest_path()?;
-        let dest = self
-            .copier
-            .dst
-            .resolve(&self.dest_comps, true, None)
-            .map_err(|e| self.dst_resolve_err(e))?;
+        let dest = self.copier.dst.resolve(&self.dest_comps, true, None).map_err(|e| self.dst_resolve_err(e))?;
         let dest_exists = dest.stat.is_some();
         let mut target = dest.real.clone();
         if !item.is_dir() && dest.is_dir() {
             target.push(item.base.clone());
         }
-        let mut p = Paths {
-            src_real: item.real.clone(),
-            rel_start: item.real.len(),
-            dst_real: Vec::new(),
-        };
+        let mut p = Paths { src_real: item.real.clone(), rel_start: item.real.len(), dst_real: Vec::new() };
 
         if item.is_dir() {
-            let create = if dest_exists {
-                &target[..target.len().saturating_sub(1)]
-            } else {
-                &target[..]
-            };
+            let create = if dest_exists { &target[..target.len().saturating_sub(1)] } else { &target[..] };
             self.mkdir_all(create)?;
             let ddir = match self.copier.dst.open_dir_nofollow(&target) {
                 Ok(fd) => fd,
                 Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
-                    return Err(CopyError::NotADirectoryTarget {
-                        path: show(&target),
-                    })
+                    return Err(CopyError::NotADirectoryTarget { path: show(&target) })
                 }
                 Err(e) => {
                     return Err(CopyError::Io {
@@ -757,18 +651,13 @@ impl Executor<'_> {
                     })
                 }
             };
-            let sdir =
-                self.copier
-                    .src
-                    .open_dir_nofollow(&item.real)
-                    .map_err(|e| CopyError::Io {
-                        op: "opening the source directory",
-                        path: item.shown.clone(),
-                        source: e.into(),
-                    })?;
+            let sdir = self.copier.src.open_dir_nofollow(&item.real).map_err(|e| CopyError::Io {
+                op: "opening the source directory",
+                path: item.shown.clone(),
+                source: e.into(),
+            })?;
             p.dst_real = target.clone();
-            self.copier
-                .copy_children(sdir.as_fd(), ddir.as_fd(), &mut p, 0)?;
+            self.copier.copy_children(sdir.as_fd(), ddir.as_fd(), &mut p, 0)?;
             // The top directory existed (or was just created): only its times change.
             self.set_dir_times(&target, &item.stat)?;
             return Ok(());
@@ -779,36 +668,25 @@ impl Executor<'_> {
         };
         let (parent_real, pfd) = self.mkdir_all(parent)?;
         let Some((sname, sparent)) = item.real.split_last() else {
-            return Err(CopyError::NotFound {
-                path: item.shown.clone(),
-            });
+            return Err(CopyError::NotFound { path: item.shown.clone() });
         };
-        let sfd = self
-            .copier
-            .src
-            .open_dir_nofollow(sparent)
-            .map_err(|e| CopyError::Io {
-                op: "opening the source directory of",
-                path: item.shown.clone(),
-                source: e.into(),
-            })?;
+        let sfd = self.copier.src.open_dir_nofollow(sparent).map_err(|e| CopyError::Io {
+            op: "opening the source directory of",
+            path: item.shown.clone(),
+            source: e.into(),
+        })?;
         p.dst_real = parent_real;
         p.dst_real.push(name.clone());
-        self.copier
-            .copy_node(sfd.as_fd(), sname, &item.stat, pfd.as_fd(), name, &mut p, 0)
+        self.copier.copy_node(sfd.as_fd(), sname, &item.stat, pfd.as_fd(), name, &mut p, 0)
     }
 
     /// ADD: extract `item` when it is an archive; `false` when it is not one.
     fn try_extract(&mut self, item: &Item) -> Result<bool, CopyError> {
-        let fd = self
-            .copier
-            .src
-            .open_real(&item.real, OFlags::RDONLY)
-            .map_err(|e| CopyError::Io {
-                op: "opening",
-                path: item.shown.clone(),
-                source: e.into(),
-            })?;
+        let fd = self.copier.src.open_real(&item.real, OFlags::RDONLY).map_err(|e| CopyError::Io {
+            op: "opening",
+            path: item.shown.clone(),
+            source: e.into(),
+        })?;
         let mut file = std::fs::File::from(fd);
         let is_archive = archive::is_archive(&mut file).map_err(|source| CopyError::Io {
             op: "reading",
@@ -819,24 +697,14 @@ impl Executor<'_> {
             return Ok(false);
         }
         // BuildKit creates the destination with 0755 and the --chown owner, whatever --chmod says.
-        let spec = DirSpec {
-            mode: 0o755,
-            owner: self.dir_spec.owner,
-        };
+        let spec = DirSpec { mode: 0o755, owner: self.dir_spec.owner };
         let (real, dfd) = self
             .copier
             .dst
             .mkdir_all(&self.dest_comps, spec)
             .map_err(|e| with_path(resolve_err(Side::Destination, e), &show(&self.dest_comps)))?;
         tracing::debug!(archive = %item.shown, dest = %show(&real), "extracting");
-        archive::extract(
-            file,
-            dfd,
-            self.copier.owner,
-            &item.shown,
-            &show(&real),
-            &mut self.copier.stats,
-        )?;
+        archive::extract(file, dfd, self.copier.owner, &item.shown, &show(&real), &mut self.copier.stats)?;
         Ok(true)
     }
 
@@ -844,24 +712,14 @@ impl Executor<'_> {
     fn parents(&mut self, pivot: &Item, included: &[Comps]) -> Result<(), CopyError> {
         self.copier.stats.sources += 1;
         self.ensure_dest_path()?;
-        let dest = self
-            .copier
-            .dst
-            .resolve(&self.dest_comps, true, None)
-            .map_err(|e| self.dst_resolve_err(e))?;
+        let dest = self.copier.dst.resolve(&self.dest_comps, true, None).map_err(|e| self.dst_resolve_err(e))?;
         let target = dest.real.clone();
-        let create = if dest.stat.is_some() {
-            &target[..target.len().saturating_sub(1)]
-        } else {
-            &target[..]
-        };
+        let create = if dest.stat.is_some() { &target[..target.len().saturating_sub(1)] } else { &target[..] };
         self.mkdir_all(create)?;
         match self.copier.dst.open_dir_nofollow(&target) {
             Ok(_) => {}
             Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
-                return Err(CopyError::NotADirectoryTarget {
-                    path: show(&target),
-                })
+                return Err(CopyError::NotADirectoryTarget { path: show(&target) })
             }
             Err(e) => {
                 return Err(CopyError::Io {
@@ -887,56 +745,34 @@ impl Executor<'_> {
             sdir_real.extend(rparent.iter().cloned());
             let mut ddir_real = target.clone();
             ddir_real.extend(rparent.iter().cloned());
-            let sfd = self
-                .copier
-                .src
-                .open_dir_nofollow(&sdir_real)
-                .map_err(|e| CopyError::Io {
-                    op: "opening the source directory",
-                    path: show(&sdir_real),
-                    source: e.into(),
-                })?;
-            let dfd = self
-                .copier
-                .dst
-                .open_dir_nofollow(&ddir_real)
-                .map_err(|e| CopyError::Io {
-                    op: "opening the destination directory",
-                    path: show(&ddir_real),
-                    source: e.into(),
-                })?;
+            let sfd = self.copier.src.open_dir_nofollow(&sdir_real).map_err(|e| CopyError::Io {
+                op: "opening the source directory",
+                path: show(&sdir_real),
+                source: e.into(),
+            })?;
+            let dfd = self.copier.dst.open_dir_nofollow(&ddir_real).map_err(|e| CopyError::Io {
+                op: "opening the destination directory",
+                path: show(&ddir_real),
+                source: e.into(),
+            })?;
             let st = match rustix::fs::statat(&sfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::NOENT) => continue,
                 Err(e) => {
-                    return Err(CopyError::Io {
-                        op: "inspecting the source",
-                        path: show(&sdir_real),
-                        source: e.into(),
-                    })
+                    return Err(CopyError::Io { op: "inspecting the source", path: show(&sdir_real), source: e.into() })
                 }
             };
-            let mut p = Paths {
-                src_real: sdir_real,
-                rel_start: pivot.real.len(),
-                dst_real: ddir_real,
-            };
+            let mut p = Paths { src_real: sdir_real, rel_start: pivot.real.len(), dst_real: ddir_real };
             p.src_real.push(name.clone());
             p.dst_real.push(name.clone());
-            self.copier
-                .copy_node(sfd.as_fd(), name, &st, dfd.as_fd(), name, &mut p, rel.len())?;
+            self.copier.copy_node(sfd.as_fd(), name, &st, dfd.as_fd(), name, &mut p, rel.len())?;
         }
         self.set_dir_times(&target, &pivot.stat)
     }
 
     /// A parent directory of a `--parents` entry: created with its source directory's
     /// metadata, or (existing) given its source directory's mode, as fsutil does.
-    fn ensure_parent(
-        &mut self,
-        pivot: &Item,
-        prefix: &[Vec<u8>],
-        target: &[Vec<u8>],
-    ) -> Result<(), CopyError> {
+    fn ensure_parent(&mut self, pivot: &Item, prefix: &[Vec<u8>], target: &[Vec<u8>]) -> Result<(), CopyError> {
         let Some((name, pparent)) = prefix.split_last() else {
             return Ok(());
         };
@@ -944,105 +780,58 @@ impl Executor<'_> {
         sdir_real.extend(pparent.iter().cloned());
         let mut ddir_real = target.to_vec();
         ddir_real.extend(pparent.iter().cloned());
-        let sfd = self
-            .copier
-            .src
-            .open_dir_nofollow(&sdir_real)
-            .map_err(|e| CopyError::Io {
-                op: "opening the source directory",
-                path: show(&sdir_real),
-                source: e.into(),
-            })?;
-        let dfd = self
-            .copier
-            .dst
-            .open_dir_nofollow(&ddir_real)
-            .map_err(|e| CopyError::Io {
-                op: "opening the destination directory",
-                path: show(&ddir_real),
-                source: e.into(),
-            })?;
-        let mut p = Paths {
-            src_real: sdir_real,
-            rel_start: pivot.real.len(),
-            dst_real: ddir_real,
-        };
+        let sfd = self.copier.src.open_dir_nofollow(&sdir_real).map_err(|e| CopyError::Io {
+            op: "opening the source directory",
+            path: show(&sdir_real),
+            source: e.into(),
+        })?;
+        let dfd = self.copier.dst.open_dir_nofollow(&ddir_real).map_err(|e| CopyError::Io {
+            op: "opening the destination directory",
+            path: show(&ddir_real),
+            source: e.into(),
+        })?;
+        let mut p = Paths { src_real: sdir_real, rel_start: pivot.real.len(), dst_real: ddir_real };
         p.src_real.push(name.clone());
         p.dst_real.push(name.clone());
-        let st =
-            rustix::fs::statat(&sfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
-                CopyError::Io {
-                    op: "inspecting the source",
-                    path: show(&p.src_real),
-                    source: e.into(),
-                }
-            })?;
+        let st = rustix::fs::statat(&sfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| CopyError::Io {
+            op: "inspecting the source",
+            path: show(&p.src_real),
+            source: e.into(),
+        })?;
         match rustix::fs::statat(&dfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => {
-                rustix::fs::mkdirat(&dfd, name.as_slice(), Mode::from_raw_mode(0o700)).map_err(
-                    |e| CopyError::Io {
-                        op: "creating the directory",
-                        path: show(&p.dst_real),
-                        source: e.into(),
-                    },
-                )?;
-                self.copier
-                    .apply_meta(sfd.as_fd(), name, &st, dfd.as_fd(), name, &p)?;
-                self.copier.stats.dirs += 1;
-            }
-            Ok(d) if file_type(&d) == FileType::Directory => {
-                rustix::fs::chmodat(
-                    &dfd,
-                    name.as_slice(),
-                    Mode::from_raw_mode(st.st_mode & 0o7777),
-                    AtFlags::empty(),
-                )
-                .map_err(|e| CopyError::Io {
-                    op: "changing the mode of",
+                rustix::fs::mkdirat(&dfd, name.as_slice(), Mode::from_raw_mode(0o700)).map_err(|e| CopyError::Io {
+                    op: "creating the directory",
                     path: show(&p.dst_real),
                     source: e.into(),
                 })?;
+                self.copier.apply_meta(sfd.as_fd(), name, &st, dfd.as_fd(), name, &p)?;
+                self.copier.stats.dirs += 1;
             }
-            Ok(_) => {
-                return Err(CopyError::NotADirectoryTarget {
-                    path: show(&p.dst_real),
-                })
+            Ok(d) if file_type(&d) == FileType::Directory => {
+                rustix::fs::chmodat(&dfd, name.as_slice(), Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())
+                    .map_err(|e| CopyError::Io {
+                        op: "changing the mode of",
+                        path: show(&p.dst_real),
+                        source: e.into(),
+                    })?;
             }
-            Err(e) => {
-                return Err(CopyError::Io {
-                    op: "inspecting",
-                    path: show(&p.dst_real),
-                    source: e.into(),
-                })
-            }
+            Ok(_) => return Err(CopyError::NotADirectoryTarget { path: show(&p.dst_real) }),
+            Err(e) => return Err(CopyError::Io { op: "inspecting", path: show(&p.dst_real), source: e.into() }),
         }
         Ok(())
     }
 
     /// Set the times of the destination directory `real` from `st`.
     fn set_dir_times(&self, real: &[Vec<u8>], st: &Stat) -> Result<(), CopyError> {
-        let err = |e: Errno| CopyError::Io {
-            op: "setting the times of",
-            path: show(real),
-            source: e.into(),
-        };
+        let err = |e: Errno| CopyError::Io { op: "setting the times of", path: show(real), source: e.into() };
         match real.split_last() {
             Some((name, parent)) => {
                 let pfd = self.copier.dst.open_dir_nofollow(parent).map_err(err)?;
-                rustix::fs::utimensat(
-                    &pfd,
-                    name.as_slice(),
-                    &times_of(st),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(err)
+                rustix::fs::utimensat(&pfd, name.as_slice(), &times_of(st), AtFlags::SYMLINK_NOFOLLOW).map_err(err)
             }
             None => {
-                let fd = self
-                    .copier
-                    .dst
-                    .open_real(&[], OFlags::RDONLY)
-                    .map_err(err)?;
+                let fd = self.copier.dst.open_real(&[], OFlags::RDONLY).map_err(err)?;
                 rustix::fs::futimens(&fd, &times_of(st)).map_err(err)
             }
         }

@@ -40,24 +40,15 @@ pub(crate) fn resolve_chown_in(root: &Root, chown: &Chown) -> Result<(u32, u32),
         Some(n) => (n, n),
         None => {
             let name = chown.user.as_str();
-            let entry = lookup(root, "/etc/passwd", |fields| {
-                fields.first() == Some(&name.as_bytes())
-            })?;
+            let entry = lookup(root, "/etc/passwd", |fields| fields.first() == Some(&name.as_bytes()))?;
             match entry {
                 Lookup::Found(fields) => {
                     let num = |i: usize, what: &str| -> Result<u32, CopyError> {
-                        let raw = fields
-                            .get(i)
-                            .map(|f| String::from_utf8_lossy(f).into_owned())
-                            .unwrap_or_default();
-                        raw.trim()
-                            .parse::<u32>()
-                            .map_err(|_| CopyError::UserDatabase {
-                                path: "/etc/passwd".into(),
-                                reason: format!(
-                                    "the entry of user {name:?} has an invalid {what} {raw:?}"
-                                ),
-                            })
+                        let raw = fields.get(i).map(|f| String::from_utf8_lossy(f).into_owned()).unwrap_or_default();
+                        raw.trim().parse::<u32>().map_err(|_| CopyError::UserDatabase {
+                            path: "/etc/passwd".into(),
+                            reason: format!("the entry of user {name:?} has an invalid {what} {raw:?}"),
+                        })
                     };
                     (num(2, "uid")?, num(3, "gid")?)
                 }
@@ -79,22 +70,13 @@ pub(crate) fn resolve_chown_in(root: &Root, chown: &Chown) -> Result<(u32, u32),
     if let Some(group) = chown.group.as_deref().filter(|g| !g.is_empty()) {
         gid = match numeric(group) {
             Some(n) => n,
-            None => match lookup(root, "/etc/group", |fields| {
-                fields.first() == Some(&group.as_bytes())
-            })? {
+            None => match lookup(root, "/etc/group", |fields| fields.first() == Some(&group.as_bytes()))? {
                 Lookup::Found(fields) => {
-                    let raw = fields
-                        .get(2)
-                        .map(|f| String::from_utf8_lossy(f).into_owned())
-                        .unwrap_or_default();
-                    raw.trim()
-                        .parse::<u32>()
-                        .map_err(|_| CopyError::UserDatabase {
-                            path: "/etc/group".into(),
-                            reason: format!(
-                                "the entry of group {group:?} has an invalid gid {raw:?}"
-                            ),
-                        })?
+                    let raw = fields.get(2).map(|f| String::from_utf8_lossy(f).into_owned()).unwrap_or_default();
+                    raw.trim().parse::<u32>().map_err(|_| CopyError::UserDatabase {
+                        path: "/etc/group".into(),
+                        reason: format!("the entry of group {group:?} has an invalid gid {raw:?}"),
+                    })?
                 }
                 Lookup::NotFound => {
                     return Err(CopyError::UnknownGroup {
@@ -137,30 +119,22 @@ enum Lookup {
 /// The first line of the colon-separated database at `path` (inside `root`) whose
 /// fields satisfy `want`.
 fn lookup(root: &Root, path: &str, want: impl Fn(&[&[u8]]) -> bool) -> Result<Lookup, CopyError> {
-    let db_err = |reason: String| CopyError::UserDatabase {
-        path: path.to_string(),
-        reason,
-    };
-    let resolved = root
-        .resolve(&clean(path.as_bytes()), true, None)
-        .map_err(|_| db_err("cannot be resolved".into()))?;
+    let db_err = |reason: String| CopyError::UserDatabase { path: path.to_string(), reason };
+    let resolved =
+        root.resolve(&clean(path.as_bytes()), true, None).map_err(|_| db_err("cannot be resolved".into()))?;
     let Some(st) = &resolved.stat else {
         return Ok(Lookup::NoFile);
     };
     if file_type(st) != FileType::RegularFile {
         return Err(db_err("is not a regular file".into()));
     }
-    let fd = root
-        .open_real(&resolved.real, OFlags::RDONLY)
-        .map_err(|e| db_err(format!("cannot be opened: {e}")))?;
+    let fd = root.open_real(&resolved.real, OFlags::RDONLY).map_err(|e| db_err(format!("cannot be opened: {e}")))?;
     let mut reader = BufReader::new(File::from(fd).take(MAX_USER_FILE + 1));
     let mut line = Vec::new();
     let mut total = 0u64;
     loop {
         line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| db_err(format!("cannot be read: {e}")))?;
+        let n = reader.read_until(b'\n', &mut line).map_err(|e| db_err(format!("cannot be read: {e}")))?;
         if n == 0 {
             return Ok(Lookup::NotFound);
         }
@@ -174,9 +148,7 @@ fn lookup(root: &Root, path: &str, want: impl Fn(&[&[u8]]) -> bool) -> Result<Lo
         }
         let fields: Vec<&[u8]> = trimmed.split(|&b| b == b':').collect();
         if want(&fields) {
-            return Ok(Lookup::Found(
-                fields.into_iter().map(|f| f.to_vec()).collect(),
-            ));
+            return Ok(Lookup::Found(fields.into_iter().map(|f| f.to_vec()).collect()));
         }
     }
 }

@@ -96,9 +96,7 @@ pub(crate) struct Resolved {
 
 impl Resolved {
     pub fn is_dir(&self) -> bool {
-        self.stat
-            .as_ref()
-            .is_some_and(|st| file_type(st) == FileType::Directory)
+        self.stat.as_ref().is_some_and(|st| file_type(st) == FileType::Directory)
     }
 }
 
@@ -129,11 +127,7 @@ impl Root {
     /// Open the directory at `path` (following symlinks on the host path itself: the
     /// caller chose it).
     pub fn open(path: &Path) -> io::Result<Root> {
-        let fd = rustix::fs::open(
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
         Ok(Root { fd })
     }
 
@@ -156,11 +150,7 @@ impl Root {
     /// Resolve `comps` as a directory, following every symlink inside the root and
     /// creating missing directories per `spec` (`MkdirAll` over `RootPath`). Returns the
     /// real path and an `O_PATH` descriptor of the directory.
-    pub fn mkdir_all(
-        &self,
-        comps: &[Vec<u8>],
-        spec: DirSpec,
-    ) -> Result<(Comps, OwnedFd), ResolveError> {
+    pub fn mkdir_all(&self, comps: &[Vec<u8>], spec: DirSpec) -> Result<(Comps, OwnedFd), ResolveError> {
         let (resolved, fd) = self.walk(comps, true, None, Some(spec))?;
         match fd {
             Some(fd) => Ok((resolved.real, fd)),
@@ -241,12 +231,11 @@ impl Root {
                 if links > MAX_SYMLINKS {
                     return Err(ResolveError::TooManySymlinks);
                 }
-                let target =
-                    rustix::fs::readlinkat(cur, c.as_slice(), Vec::new()).map_err(|e| {
-                        let mut p = real.clone();
-                        p.push(c.clone());
-                        ResolveError::Io(p, e)
-                    })?;
+                let target = rustix::fs::readlinkat(cur, c.as_slice(), Vec::new()).map_err(|e| {
+                    let mut p = real.clone();
+                    p.push(c.clone());
+                    ResolveError::Io(p, e)
+                })?;
                 let target = target.as_bytes();
                 if target.starts_with(b"/") {
                     real.clear();
@@ -291,51 +280,27 @@ impl Root {
         let fd = if file_type(&stat) == FileType::Directory {
             match fds.pop() {
                 Some(fd) if !real.is_empty() => Some(fd),
-                _ => Some(
-                    self.dup_dir()
-                        .map_err(|e| ResolveError::Io(Vec::new(), e))?,
-                ),
+                _ => Some(self.dup_dir().map_err(|e| ResolveError::Io(Vec::new(), e))?),
             }
         } else {
             None
         };
-        Ok((
-            Resolved {
-                real,
-                stat: Some(stat),
-            },
-            fd,
-        ))
+        Ok((Resolved { real, stat: Some(stat) }, fd))
     }
 
     /// A new `O_PATH` descriptor of the root directory.
     fn dup_dir(&self) -> Result<OwnedFd, Errno> {
-        rustix::fs::openat(
-            &self.fd,
-            ".",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
+        rustix::fs::openat(&self.fd, ".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
     }
 
     /// Open the real path `real` (directories only on the way, no symlink anywhere)
     /// with `flags` for the last component (`O_NOFOLLOW` is added).
     pub fn open_real(&self, real: &[Vec<u8>], flags: OFlags) -> Result<OwnedFd, Errno> {
         let Some((last, parents)) = real.split_last() else {
-            return rustix::fs::openat(
-                &self.fd,
-                ".",
-                flags | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            );
+            return rustix::fs::openat(&self.fd, ".", flags | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty());
         };
         let parent = self.open_dir_nofollow(parents)?;
-        rustix::fs::openat(
-            &parent,
-            last.as_slice(),
-            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
+        rustix::fs::openat(&parent, last.as_slice(), flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
     }
 
     /// An `O_PATH` descriptor of the real directory `real`, refusing symlinks.
@@ -354,12 +319,7 @@ impl Root {
 fn make_dir(parent: BorrowedFd<'_>, name: &[u8], spec: DirSpec) -> Result<OwnedFd, Errno> {
     match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
         Ok(()) => {
-            rustix::fs::chmodat(
-                parent,
-                name,
-                Mode::from_raw_mode(spec.mode & 0o7777),
-                AtFlags::empty(),
-            )?;
+            rustix::fs::chmodat(parent, name, Mode::from_raw_mode(spec.mode & 0o7777), AtFlags::empty())?;
             if let Some((uid, gid)) = spec.owner {
                 rustix::fs::chownat(
                     parent,
@@ -369,12 +329,7 @@ fn make_dir(parent: BorrowedFd<'_>, name: &[u8], spec: DirSpec) -> Result<OwnedF
                     AtFlags::SYMLINK_NOFOLLOW,
                 )?;
                 // chown clears setuid/setgid on some file systems; set the mode again.
-                rustix::fs::chmodat(
-                    parent,
-                    name,
-                    Mode::from_raw_mode(spec.mode & 0o7777),
-                    AtFlags::empty(),
-                )?;
+                rustix::fs::chmodat(parent, name, Mode::from_raw_mode(spec.mode & 0o7777), AtFlags::empty())?;
             }
         }
         Err(Errno::EXIST) => {}
@@ -413,11 +368,7 @@ pub(crate) fn remove_all(parent: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errn
             Mode::empty(),
         )?;
         let children = list_dir(&fd)?;
-        Ok(Level {
-            fd,
-            name: n.to_vec(),
-            children,
-        })
+        Ok(Level { fd, name: n.to_vec(), children })
     };
     let mut stack = vec![open(parent, name)?];
     loop {

@@ -50,34 +50,20 @@ pub(super) struct Copier<'a> {
 
 pub(super) fn times_of(st: &Stat) -> Timestamps {
     Timestamps {
-        last_access: Timespec {
-            tv_sec: st.st_atime as _,
-            tv_nsec: st.st_atime_nsec as _,
-        },
-        last_modification: Timespec {
-            tv_sec: st.st_mtime as _,
-            tv_nsec: st.st_mtime_nsec as _,
-        },
+        last_access: Timespec { tv_sec: st.st_atime as _, tv_nsec: st.st_atime_nsec as _ },
+        last_modification: Timespec { tv_sec: st.st_mtime as _, tv_nsec: st.st_mtime_nsec as _ },
     }
 }
 
 impl Copier<'_> {
     fn src_io(&self, op: &'static str, p: &Paths) -> impl Fn(Errno) -> CopyError {
         let path = show(&p.src_real);
-        move |e| CopyError::Io {
-            op,
-            path: format!("{path} (source)"),
-            source: e.into(),
-        }
+        move |e| CopyError::Io { op, path: format!("{path} (source)"), source: e.into() }
     }
 
     fn dst_io(&self, op: &'static str, p: &Paths) -> impl Fn(Errno) -> CopyError {
         let path = show(&p.dst_real);
-        move |e| CopyError::Io {
-            op,
-            path: path.clone(),
-            source: e.into(),
-        }
+        move |e| CopyError::Io { op, path: path.clone(), source: e.into() }
     }
 
     /// Copy the children of the source directory `src_dir` (open for reading) into the
@@ -89,13 +75,8 @@ impl Copier<'_> {
         p: &mut Paths,
         depth: usize,
     ) -> Result<(), CopyError> {
-        let dir = rustix::fs::openat(
-            src_dir,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(self.src_io("opening the directory", p))?;
+        let dir = rustix::fs::openat(src_dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(self.src_io("opening the directory", p))?;
         let names = list_dir(&dir).map_err(self.src_io("reading the directory", p))?;
         for name in names {
             let st = match rustix::fs::statat(src_dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -138,10 +119,7 @@ impl Copier<'_> {
         depth: usize,
     ) -> Result<(), CopyError> {
         if depth > MAX_DEPTH {
-            return Err(CopyError::PathTooDeep {
-                side: Side::Source,
-                path: show(&p.src_real),
-            });
+            return Err(CopyError::PathTooDeep { side: Side::Source, path: show(&p.src_real) });
         }
         let ft = file_type(st);
         let existing = match rustix::fs::statat(dst_parent, dst_name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -155,11 +133,7 @@ impl Copier<'_> {
                 None => rustix::fs::mkdirat(dst_parent, dst_name, Mode::from_raw_mode(0o700))
                     .map_err(self.dst_io("creating the directory", p))?,
                 Some(FileType::Directory) => {}
-                Some(_) => {
-                    return Err(CopyError::NotADirectoryTarget {
-                        path: show(&p.dst_real),
-                    })
-                }
+                Some(_) => return Err(CopyError::NotADirectoryTarget { path: show(&p.dst_real) }),
             }
             let sdir = rustix::fs::openat(
                 src_parent,
@@ -183,13 +157,10 @@ impl Copier<'_> {
 
         match existing {
             None => {}
-            Some(FileType::Directory) => {
-                return Err(CopyError::DirectoryInTheWay {
-                    path: show(&p.dst_real),
-                })
+            Some(FileType::Directory) => return Err(CopyError::DirectoryInTheWay { path: show(&p.dst_real) }),
+            Some(_) => {
+                rustix::fs::unlinkat(dst_parent, dst_name, AtFlags::empty()).map_err(self.dst_io("replacing", p))?
             }
-            Some(_) => rustix::fs::unlinkat(dst_parent, dst_name, AtFlags::empty())
-                .map_err(self.dst_io("replacing", p))?,
         }
 
         match ft {
@@ -219,18 +190,9 @@ impl Copier<'_> {
                     .map_err(self.dst_io("creating the symlink", p))?;
                 self.stats.symlinks += 1;
             }
-            FileType::CharacterDevice
-            | FileType::BlockDevice
-            | FileType::Fifo
-            | FileType::Socket => {
-                rustix::fs::mknodat(
-                    dst_parent,
-                    dst_name,
-                    ft,
-                    Mode::from_raw_mode(0o600),
-                    st.st_rdev as _,
-                )
-                .map_err(self.dst_io("creating the special file", p))?;
+            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket => {
+                rustix::fs::mknodat(dst_parent, dst_name, ft, Mode::from_raw_mode(0o600), st.st_rdev as _)
+                    .map_err(self.dst_io("creating the special file", p))?;
                 self.stats.special += 1;
             }
             _ => {
@@ -259,20 +221,9 @@ impl Copier<'_> {
         let fdir = match self.dst.open_dir_nofollow(fparent) {
             Ok(fd) => fd,
             Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => return Ok(false),
-            Err(e) => {
-                return Err(self
-                    .dst_io("opening the directory of a hard link target for", p)(
-                    e
-                ))
-            }
+            Err(e) => return Err(self.dst_io("opening the directory of a hard link target for", p)(e)),
         };
-        match rustix::fs::linkat(
-            &fdir,
-            fname.as_slice(),
-            dst_parent,
-            dst_name,
-            AtFlags::empty(),
-        ) {
+        match rustix::fs::linkat(&fdir, fname.as_slice(), dst_parent, dst_name, AtFlags::empty()) {
             Ok(()) => {
                 self.stats.hardlinks += 1;
                 Ok(true)
@@ -347,21 +298,11 @@ impl Copier<'_> {
                 None => base,
             };
             // Not a symlink: we just created or checked it.
-            rustix::fs::chmodat(
-                dst_parent,
-                dst_name,
-                Mode::from_raw_mode(mode),
-                AtFlags::empty(),
-            )
-            .map_err(self.dst_io("changing the mode of", p))?;
+            rustix::fs::chmodat(dst_parent, dst_name, Mode::from_raw_mode(mode), AtFlags::empty())
+                .map_err(self.dst_io("changing the mode of", p))?;
         }
-        rustix::fs::utimensat(
-            dst_parent,
-            dst_name,
-            &times_of(st),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(self.dst_io("setting the times of", p))?;
+        rustix::fs::utimensat(dst_parent, dst_name, &times_of(st), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(self.dst_io("setting the times of", p))?;
         self.copy_xattrs(src_parent, src_name, dst_parent, dst_name, p);
         Ok(())
     }

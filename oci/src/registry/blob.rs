@@ -55,9 +55,9 @@ pub(crate) async fn download_blob(
         let mut temp = writer_store.temp_file()?;
         while let Some(piece) = rx.blocking_recv() {
             match piece {
-                Piece::Data(b) => temp
-                    .write_all(&b)
-                    .map_err(|source| StoreError::Io { path: temp.path().to_path_buf(), source })?,
+                Piece::Data(b) => {
+                    temp.write_all(&b).map_err(|source| StoreError::Io { path: temp.path().to_path_buf(), source })?
+                }
                 // The old temp file is removed when dropped.
                 Piece::Restart => temp = writer_store.temp_file()?,
             }
@@ -157,7 +157,11 @@ async fn feed(
                 });
             }
             StatusCode::NOT_FOUND => {
-                return Err(RegistryError::BlobUnknown { op: op.clone(), digest: desc.digest.clone(), repository: r.name() })
+                return Err(RegistryError::BlobUnknown {
+                    op: op.clone(),
+                    digest: desc.digest.clone(),
+                    repository: r.name(),
+                })
             }
             _ => {
                 let detail = registry_error_detail(resp).await;
@@ -222,7 +226,14 @@ fn describe(f: &NetFailure) -> String {
     }
 }
 
-fn interrupted(op: &Operation, r: &Reference, desc: &Descriptor, attempts: u32, received: u64, reason: &str) -> RegistryError {
+fn interrupted(
+    op: &Operation,
+    r: &Reference,
+    desc: &Descriptor,
+    attempts: u32,
+    received: u64,
+    reason: &str,
+) -> RegistryError {
     RegistryError::Interrupted {
         op: op.clone(),
         registry: r.registry.clone(),

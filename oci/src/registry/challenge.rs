@@ -35,7 +35,9 @@ impl Challenge {
     }
     /// The scopes the registry asked for (space separated in the header).
     pub fn scopes(&self) -> Vec<String> {
-        self.param("scope").map(|s| s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect()).unwrap_or_default()
+        self.param("scope")
+            .map(|s| s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default()
     }
     /// `error="insufficient_scope"` and the like.
     pub fn error(&self) -> Option<&str> {
@@ -208,7 +210,9 @@ mod tests {
         let cs = parse_challenges([r#"Basic realm="oci-rig""#]);
         assert_eq!(cs, [Challenge { scheme: "basic".into(), params: [("realm".into(), "oci-rig".into())].into() }]);
 
-        let cs = parse_challenges([r#"basic realm="a, b", BEARER Realm=https://x/t , Service="s\"q", Error=insufficient_scope"#]);
+        let cs = parse_challenges([
+            r#"basic realm="a, b", BEARER Realm=https://x/t , Service="s\"q", Error=insufficient_scope"#,
+        ]);
         assert_eq!(cs.len(), 2, "{cs:?}");
         assert_eq!(cs[0].param("realm"), Some("a, b"));
         assert!(cs[1].is_bearer());
@@ -226,7 +230,17 @@ mod tests {
 
     #[test]
     fn junk_does_not_panic() {
-        for s in ["", ",,,", "=", "Bearer", "Bearer =", "Bearer realm=\"unterminated", "Basic realm=", "\"x\" y=", "Bearer a b c"] {
+        for s in [
+            "",
+            ",,,",
+            "=",
+            "Bearer",
+            "Bearer =",
+            "Bearer realm=\"unterminated",
+            "Basic realm=",
+            "\"x\" y=",
+            "Bearer a b c",
+        ] {
             let _ = parse_challenges([s]);
         }
         assert_eq!(parse_challenges(["Bearer"])[0].scheme, "bearer");

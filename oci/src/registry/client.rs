@@ -108,7 +108,8 @@ impl RegistryClient {
         }
         if status.is_success() {
             let h = resp.headers();
-            let digest = h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Digest>().ok());
+            let digest =
+                h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Digest>().ok());
             let media_type = h.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| bare_media_type(v).to_string());
             let size = h.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
             if let (Some(digest), Some(mt), Some(size)) = (digest, media_type, size) {
@@ -136,7 +137,12 @@ impl RegistryClient {
     /// Pull the image `r` names for `platform` into `store`: index (if any), platform
     /// manifest, config and all layers (in parallel, resumable, verified). Blobs already
     /// in the store are not downloaded again.
-    pub async fn pull_image(&self, r: &Reference, platform: &Platform, store: &BlobStore) -> Result<PulledImage, RegistryError> {
+    pub async fn pull_image(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+        store: &BlobStore,
+    ) -> Result<PulledImage, RegistryError> {
         let op = Operation::on("pull", r);
         let mut current = self.fetch_manifest(&op, r, &r.manifest_reference(), r.digest.as_ref(), None).await?;
         let mut index_digest = None;
@@ -182,7 +188,8 @@ impl RegistryClient {
             return Err(too_large(&op, r, format!("image config {}", config_desc.digest), MAX_CONFIG_BYTES));
         }
         download_blob(&self.transport, &op, r, &config_desc, store).await?;
-        let config_bytes = store.read_blob(&config_desc.digest).map_err(|source| RegistryError::Store { op: op.clone(), source })?;
+        let config_bytes =
+            store.read_blob(&config_desc.digest).map_err(|source| RegistryError::Store { op: op.clone(), source })?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| invalid(&op, r, "image config", format!("{}: {e}", config_desc.digest)))?;
         if !platform.matches(&config.platform()) {
@@ -333,11 +340,8 @@ fn manifest_not_found(op: &Operation, r: &Reference, reference: &str, codes: Vec
     if codes.iter().any(|(c, _)| c == "NAME_UNKNOWN") {
         return RegistryError::RepositoryUnknown { op: op.clone(), repository: r.name() };
     }
-    let what = if reference.starts_with("sha256:") {
-        format!("manifest {reference}")
-    } else {
-        format!("tag {reference:?}")
-    };
+    let what =
+        if reference.starts_with("sha256:") { format!("manifest {reference}") } else { format!("tag {reference:?}") };
     RegistryError::ManifestUnknown { op: op.clone(), what, repository: r.name() }
 }
 

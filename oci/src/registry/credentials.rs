@@ -252,7 +252,13 @@ impl DockerConfig {
     }
 
     /// Run `docker-credential-<helper> <verb>` with `input` on stdin.
-    fn run_helper(&self, helper: &str, verb: &str, input: &[u8], host: &str) -> Result<(bool, String), CredentialError> {
+    fn run_helper(
+        &self,
+        helper: &str,
+        verb: &str,
+        input: &[u8],
+        host: &str,
+    ) -> Result<(bool, String), CredentialError> {
         let cmd = self.helper_command(helper);
         let mut child = match Command::new(&cmd)
             .arg(verb)
@@ -316,7 +322,11 @@ impl DockerConfig {
             if out.to_ascii_lowercase().contains("credentials not found") {
                 return Ok(None);
             }
-            return Err(CredentialError::Helper { helper: helper.to_string(), registry: host.to_string(), message: out });
+            return Err(CredentialError::Helper {
+                helper: helper.to_string(),
+                registry: host.to_string(),
+                message: out,
+            });
         }
         let parsed: HelperOutput = serde_json::from_str(&out).map_err(|e| CredentialError::Helper {
             helper: helper.to_string(),
@@ -398,13 +408,23 @@ fn write_config(path: &Path, map: &serde_json::Map<String, serde_json::Value>) -
 /// Save credentials for `registry` as `docker login` does: through the credential helper
 /// config.json names for it, else base64 in `auths`. Returns the config file written.
 /// `config_dir` `None` means `$DOCKER_CONFIG` or `~/.docker`.
-pub fn login(config_dir: Option<&Path>, registry: &str, username: &str, password: &str) -> Result<PathBuf, CredentialError> {
+pub fn login(
+    config_dir: Option<&Path>,
+    registry: &str,
+    username: &str,
+    password: &str,
+) -> Result<PathBuf, CredentialError> {
     let cfg = DockerConfig::at(config_dir)?;
     login_with(&cfg, registry, username, password)
 }
 
 /// [`login`] with an explicit [`DockerConfig`] (for its helper directories).
-pub fn login_with(cfg: &DockerConfig, registry: &str, username: &str, password: &str) -> Result<PathBuf, CredentialError> {
+pub fn login_with(
+    cfg: &DockerConfig,
+    registry: &str,
+    username: &str,
+    password: &str,
+) -> Result<PathBuf, CredentialError> {
     let path = cfg.path();
     let host = normalize_registry(registry);
     let key = config_key(&host);

@@ -107,13 +107,29 @@ pub enum RegistryError {
         "{op}: download of {digest} from {registry} kept breaking off ({attempts} attempts, \
          {received} of {size} bytes): {reason}"
     )]
-    Interrupted { op: Operation, registry: String, digest: Digest, attempts: u32, received: u64, size: u64, reason: String },
+    Interrupted {
+        op: Operation,
+        registry: String,
+        digest: Digest,
+        attempts: u32,
+        received: u64,
+        size: u64,
+        reason: String,
+    },
 
     #[error(
         "{op}: upload of {digest} to {registry} kept failing ({attempts} attempts, {accepted} of {size} bytes \
          accepted): {reason}"
     )]
-    UploadInterrupted { op: Operation, registry: String, digest: Digest, attempts: u32, accepted: u64, size: u64, reason: String },
+    UploadInterrupted {
+        op: Operation,
+        registry: String,
+        digest: Digest,
+        attempts: u32,
+        accepted: u64,
+        size: u64,
+        reason: String,
+    },
 
     /// The local image cannot be pushed as it is (a manifest it lists is missing, the
     /// reference pins another digest…).
@@ -169,7 +185,9 @@ impl RegistryError {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
-            RegistryError::ManifestUnknown { .. } | RegistryError::RepositoryUnknown { .. } | RegistryError::BlobUnknown { .. }
+            RegistryError::ManifestUnknown { .. }
+                | RegistryError::RepositoryUnknown { .. }
+                | RegistryError::BlobUnknown { .. }
         )
     }
 

@@ -78,7 +78,8 @@ pub fn parse_document(stated: Option<&str>, bytes: &[u8]) -> Result<(String, Man
         return Err(DocumentError::Unsupported { media_type, hint: SCHEMA1_HINT });
     }
     if media::is_index(&media_type) {
-        let index: Index = serde_json::from_slice(bytes).map_err(|e| DocumentError::Invalid(format!("image index: {e}")))?;
+        let index: Index =
+            serde_json::from_slice(bytes).map_err(|e| DocumentError::Invalid(format!("image index: {e}")))?;
         return Ok((media_type, ManifestDocument::Index(index)));
     }
     if media::is_manifest(&media_type) {

@@ -443,7 +443,11 @@ impl Transport {
                     }
                 };
                 let Some(ch) = challenge else { return Err(fail(auth.used_credentials)) };
-                if ch.is_bearer() && ch.error() == Some("insufficient_scope") && auth.used_credentials && reauthenticated {
+                if ch.is_bearer()
+                    && ch.error() == Some("insufficient_scope")
+                    && auth.used_credentials
+                    && reauthenticated
+                {
                     return Err(RegistryError::Denied {
                         op: op.clone(),
                         registry: host.registry.clone(),
@@ -595,7 +599,8 @@ fn load_certs_dir(dir: &Path) -> Result<(Vec<reqwest::Certificate>, Option<reqwe
             Some("cert") if identity.is_none() => {
                 let key = p.with_extension("key");
                 let read = |f: &Path| {
-                    std::fs::read(f).map_err(|e| RegistryError::Setup { reason: format!("reading {}: {e}", f.display()) })
+                    std::fs::read(f)
+                        .map_err(|e| RegistryError::Setup { reason: format!("reading {}: {e}", f.display()) })
                 };
                 let mut pem = read(p)?;
                 pem.push(b'\n');
