@@ -107,6 +107,21 @@ impl LocalWorker {
         layers.iter().map(|l| self.snapshots.layer_dir(l)).collect()
     }
 
+    /// A step that writes a layer: its base layers (inputs[0]), a fresh scratch area,
+    /// and the overlay of the base with the scratch upper dir mounted at `work.merged()`.
+    fn begin_step(&self, inputs: &[Arc<Solved>]) -> Result<(Vec<LayerId>, WorkDir, MountGuard), WorkerError> {
+        let base = inputs.first().map(|s| s.output.layers().to_vec()).unwrap_or_default();
+        let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
+        let root_mount = mount_overlay(
+            &self.layer_dirs(&base),
+            Some((&work.upper(), &work.work())),
+            &work.merged(),
+            &self.snapshots.empty_dir(),
+        )
+        .map_err(werr("mounting the root file system"))?;
+        Ok((base, work, root_mount))
+    }
+
     fn new_layer_id(id: &NodeId) -> LayerId {
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
@@ -191,15 +206,7 @@ impl LocalWorker {
         inputs: &[Arc<Solved>],
         ctx: StepContext,
     ) -> Result<Output, WorkerError> {
-        let base = inputs.first().map(|s| s.output.layers().to_vec()).unwrap_or_default();
-        let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
-        let root_mount = mount_overlay(
-            &self.layer_dirs(&base),
-            Some((&work.upper(), &work.work())),
-            &work.merged(),
-            &self.snapshots.empty_dir(),
-        )
-        .map_err(werr("mounting the root file system"))?;
+        let (base, work, root_mount) = self.begin_step(inputs)?;
         let merged = work.merged();
         let user = crate::users::resolve_user(&merged, &exec.user).map_err(WorkerError::other)?;
         let cwd = if exec.cwd.is_empty() { "/".to_string() } else { exec.cwd.clone() };
@@ -426,16 +433,8 @@ impl LocalWorker {
     }
 
     async fn run_copy(&self, id: NodeId, op: &CopyOp, inputs: &[Arc<Solved>]) -> Result<Output, WorkerError> {
-        let base = inputs.first().map(|s| s.output.layers().to_vec()).unwrap_or_default();
         let source = inputs.get(1).ok_or_else(|| WorkerError::Other("copy source missing".into()))?;
-        let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
-        let root_mount = mount_overlay(
-            &self.layer_dirs(&base),
-            Some((&work.upper(), &work.work())),
-            &work.merged(),
-            &self.snapshots.empty_dir(),
-        )
-        .map_err(werr("mounting the root file system"))?;
+        let (base, work, root_mount) = self.begin_step(inputs)?;
         let src_at = work.dir.join("src");
         let src_guard = self.view(source, &src_at)?;
         let (src_root, ignore, is_context) = match &source.output {
@@ -478,15 +477,7 @@ impl LocalWorker {
     }
 
     async fn run_file(&self, id: NodeId, op: &Op, inputs: &[Arc<Solved>]) -> Result<Output, WorkerError> {
-        let base = inputs.first().map(|s| s.output.layers().to_vec()).unwrap_or_default();
-        let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
-        let root_mount = mount_overlay(
-            &self.layer_dirs(&base),
-            Some((&work.upper(), &work.work())),
-            &work.merged(),
-            &self.snapshots.empty_dir(),
-        )
-        .map_err(werr("mounting the root file system"))?;
+        let (base, work, root_mount) = self.begin_step(inputs)?;
         let merged = work.merged();
         let result = (|| -> Result<(), WorkerError> {
             match op {
