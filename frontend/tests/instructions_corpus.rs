@@ -4,7 +4,10 @@
 //! flags, COPY / RUN heredocs, exec vs shell form, and inputs that must not panic.
 //! Cases that cannot pass are listed in `tests/instructions_corpus.skip` with the reason.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::{eq, Tally};
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -23,44 +26,6 @@ fn corpus() -> Option<PathBuf> {
             p.display()
         );
         None
-    }
-}
-
-fn skips() -> BTreeMap<String, String> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/instructions_corpus.skip");
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (id, why) = l.split_once('\t').unwrap_or((l, "no reason given"));
-            (id.to_string(), why.to_string())
-        })
-        .collect()
-}
-
-struct Tally {
-    passed: usize,
-    skipped: Vec<String>,
-    failed: Vec<String>,
-    skips: BTreeMap<String, String>,
-}
-
-impl Tally {
-    fn check(&mut self, id: String, ok: Result<(), String>) {
-        match (ok, self.skips.get(&id)) {
-            (Ok(()), _) => self.passed += 1,
-            (Err(_), Some(why)) => self.skipped.push(format!("{id}: {why}")),
-            (Err(e), None) => self.failed.push(format!("{id}: {e}")),
-        }
-    }
-}
-
-fn eq<T: PartialEq + std::fmt::Debug>(got: T, want: T) -> Result<(), String> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("\n  got:  {got:?}\n  want: {want:?}"))
     }
 }
 
@@ -110,7 +75,7 @@ fn node_from_values(instruction: &str, values: &[String]) -> Node {
 fn buildkit_instructions_corpus() {
     let Some(path) = corpus() else { return };
     let root: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut t = Tally { passed: 0, skipped: Vec::new(), failed: Vec::new(), skips: skips() };
+    let mut t = Tally::new("instructions_corpus.skip");
 
     for (i, c) in cases(&root["errors_exact"]).iter().enumerate() {
         let want = s(&c["expected_error"]);

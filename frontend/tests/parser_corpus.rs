@@ -2,7 +2,10 @@
 //! AST dumps, negative cases, the line-number case and the transcribed parser cases.
 //! Cases that cannot pass are listed in `tests/parser_corpus.skip` with the reason.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::{eq, Tally};
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -19,48 +22,10 @@ fn corpus() -> Option<PathBuf> {
     }
 }
 
-fn skips() -> BTreeMap<String, String> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parser_corpus.skip");
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (id, why) = l.split_once('\t').unwrap_or((l, "no reason given"));
-            (id.to_string(), why.to_string())
-        })
-        .collect()
-}
-
-struct Tally {
-    passed: usize,
-    skipped: Vec<String>,
-    failed: Vec<String>,
-    skips: BTreeMap<String, String>,
-}
-
-impl Tally {
-    fn check(&mut self, id: String, ok: Result<(), String>) {
-        match (ok, self.skips.get(&id)) {
-            (Ok(()), _) => self.passed += 1,
-            (Err(_), Some(why)) => self.skipped.push(format!("{id}: {why}")),
-            (Err(e), None) => self.failed.push(format!("{id}: {e}")),
-        }
-    }
-}
-
-fn eq<T: PartialEq + std::fmt::Debug>(got: T, want: T) -> Result<(), String> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("\n  got:  {got:?}\n  want: {want:?}"))
-    }
-}
-
 #[test]
 fn buildkit_parser_corpus() {
     let Some(root) = corpus() else { return };
-    let mut t = Tally { passed: 0, skipped: Vec::new(), failed: Vec::new(), skips: skips() };
+    let mut t = Tally::new("parser_corpus.skip");
 
     // testfiles: dump must equal `result`.
     let mut dirs: Vec<_> = std::fs::read_dir(root.join("testfiles")).unwrap().map(|e| e.unwrap().path()).collect();
