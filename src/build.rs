@@ -53,9 +53,15 @@ fn reject_unsupported(args: &BuildArgs) -> Result<()> {
         return Err(Failure::usage("error: --ulimit is not supported yet (RUN steps get nofile=1048576)"));
     }
     if args.platform.len() > 1 {
-        return Err(Failure::usage(
-            "error: building several platforms at once is not supported yet: run one build per --platform",
-        ));
+        for o in &args.outputs {
+            let kind = crate::outputs::parse_output(o)?.kind;
+            if kind == "docker" || kind == "tar" {
+                return Err(Failure::usage(format!(
+                    "error: -o type={kind} cannot hold several platforms ({}): use type=oci, type=local, type=image or --push",
+                    args.platform.join(",")
+                )));
+            }
+        }
     }
     match args.call.as_str() {
         "build" | "outline" | "targets" | "check" => {}
@@ -243,12 +249,10 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         _ => {}
     }
 
-    // Platforms.
+    // Platforms: each gets its own lowering; their graphs are merged, so what they
+    // share (the context, `FROM --platform=$BUILDPLATFORM` stages) is built once.
     let host = Platform::host();
-    let target_platform = match args.platform.first() {
-        Some(p) => p.parse::<Platform>().map_err(|e| Failure::usage(format!("error: --platform: {e}")))?,
-        None => host.clone(),
-    };
+    let platforms = target_platforms(&args.platform, &host)?;
 
     // The store.
     let root = store_root(cli);
@@ -348,10 +352,10 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         Some(e) => strata_oci::names::rfc3339(e),
         None => strata_oci::names::now_rfc3339(),
     });
-    let opts = LowerOptions {
+    let base_opts = LowerOptions {
         build_args: build_args.clone(),
         target: args.target.clone(),
-        target_platform: target_platform.clone(),
+        target_platform: host.clone(),
         build_platform: host.clone(),
         named_contexts: named,
         main_context: MAIN_CONTEXT.to_string(),
@@ -360,6 +364,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
         extra_hosts: args.add_hosts.clone(),
         created,
+        platform_label: None,
     };
 
     // Progress.
@@ -379,37 +384,59 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         Some(other) => return Err(Failure::usage(format!("error: --pull={other}: expected always, missing or never"))),
     };
     let mut resolver = Resolver::new(client.clone(), store.clone(), root.clone(), policy, sink.clone());
-    let lowered = match lower::lower(&dockerfile, &opts, &mut resolver) {
-        Ok(l) => l,
-        Err(e) => {
-            drop(resolver);
-            drop(sink);
-            let _ = printer.await;
-            let code = if e.message.contains("could not be found")
-                || e.message.contains("circular")
-                || e.message.contains("invalid stage")
-            {
-                2
-            } else {
-                1
-            };
-            let text = dockerfile_error(&shown_path, &source_text, e.line, None, &e.message);
-            return Err(Failure { code, message: text });
+    let mut lowerings = Vec::with_capacity(platforms.len());
+    for platform in &platforms {
+        let opts = LowerOptions {
+            target_platform: platform.clone(),
+            platform_label: (platforms.len() > 1).then(|| platform.to_string()),
+            ..base_opts.clone()
+        };
+        match lower::lower(&dockerfile, &opts, &mut resolver) {
+            Ok(l) => lowerings.push(l),
+            Err(e) => {
+                drop(resolver);
+                drop(sink);
+                let _ = printer.await;
+                let code = if e.message.contains("could not be found")
+                    || e.message.contains("circular")
+                    || e.message.contains("invalid stage")
+                {
+                    2
+                } else {
+                    1
+                };
+                let text = dockerfile_error(&shown_path, &source_text, e.line, None, &e.message);
+                return Err(Failure { code, message: text });
+            }
         }
-    };
+    }
     drop(resolver);
-    for w in &lowered.warnings {
-        eprintln!("{}", dockerfile_warning(&shown_path, w.line, &w.message));
+    let mut warned = Vec::new();
+    for w in lowerings.iter().flat_map(|l| &l.warnings) {
+        if !warned.contains(w) {
+            eprintln!("{}", dockerfile_warning(&shown_path, w.line, &w.message));
+            warned.push(w.clone());
+        }
+    }
+    let targets: Vec<_> = lowerings.iter().map(|l| l.target).collect();
+    let mut graph = strata_solver::graph::Graph::default();
+    for l in &lowerings {
+        graph.merge(l.graph.clone());
     }
     if let Some(fmt) = &args.print_graph {
         drop(sink);
         let _ = printer.await;
         match fmt.as_str() {
-            "dot" => print!("{}", lowered.graph.to_dot(&[lowered.target])),
-            "json" => println!("{}", serde_json::to_string_pretty(&lowered.graph).unwrap_or_default()),
+            "dot" => print!("{}", graph.to_dot(&targets)),
+            "json" => println!("{}", serde_json::to_string_pretty(&graph).unwrap_or_default()),
             other => return Err(Failure::usage(format!("error: --print-graph={other}: expected dot or json"))),
         }
         return Ok(());
+    }
+    if let Err(e) = check_emulators(&graph, &host) {
+        drop(sink);
+        let _ = printer.await;
+        return Err(Failure::build(format!("error: {e}")));
     }
 
     // Solve.
@@ -441,8 +468,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             let _ = cancel.send(true);
         }
     });
-    let graph = Arc::new(lowered.graph.clone());
-    let solved = scheduler.solve(graph, &[lowered.target]).await;
+    let solved = scheduler.solve(Arc::new(graph), &targets).await;
     ctrl_c.abort();
     worker.flush();
     let solved = match solved {
@@ -454,7 +480,16 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             return Err(Failure::build(format_solve_error(&e)));
         }
     };
-    let result = solved.get(&lowered.target).cloned().expect("target solved");
+    let mut images = Vec::with_capacity(lowerings.len());
+    for l in lowerings {
+        let Some(result) = solved.get(&l.target) else {
+            drop(scheduler);
+            drop(sink);
+            let _ = printer.await;
+            return Err(Failure::build("error: the solver returned no result for the target"));
+        };
+        images.push(crate::outputs::PlatformImage { layers: result.output.layers().to_vec(), config: l.config });
+    }
 
     // Export.
     let export = crate::outputs::export(crate::outputs::ExportRequest {
@@ -462,8 +497,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         args,
         store: &store,
         worker: &worker,
-        layers: result.output.layers(),
-        config: lowered.config.clone(),
+        images,
         epoch,
         progress: sink.clone(),
     })
@@ -473,7 +507,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let summary = printer.await.unwrap_or_default();
     let exported = export?;
     if mode == crate::cli::ProgressMode::Quiet {
-        println!("{}", exported.config_digest);
+        println!("{}", exported.image_id);
     } else if mode != crate::cli::ProgressMode::Rawjson {
         eprintln!(
             "Build complete in {:.1}s: {} step{} run, {} cached. Image {}",
@@ -481,8 +515,45 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             summary.ran,
             if summary.ran == 1 { "" } else { "s" },
             summary.cached,
-            exported.manifest_digest
+            exported.digest
         );
+    }
+    Ok(())
+}
+
+/// The `--platform` list (comma separated, repeatable), normalised and without
+/// duplicates; the host's platform when none is given.
+fn target_platforms(given: &[String], host: &Platform) -> Result<Vec<Platform>> {
+    let mut platforms: Vec<Platform> = Vec::new();
+    for p in given.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let parsed = if p == "local" {
+            host.clone()
+        } else {
+            p.parse::<Platform>().map_err(|e| Failure::usage(format!("error: --platform {p}: {e}")))?
+        };
+        if !platforms.iter().any(|q| q.matches(&parsed)) {
+            platforms.push(parsed);
+        }
+    }
+    if platforms.is_empty() {
+        platforms.push(host.clone());
+    }
+    Ok(platforms)
+}
+
+/// Every RUN of a foreign platform needs a QEMU emulator in binfmt_misc: say which one
+/// is missing before anything runs.
+fn check_emulators(graph: &strata_solver::graph::Graph, host: &Platform) -> std::result::Result<(), String> {
+    let mut checked: Vec<&Platform> = Vec::new();
+    for node in graph.nodes.values() {
+        let strata_solver::graph::Op::Exec(exec) = &node.op else { continue };
+        if checked.contains(&&exec.platform) {
+            continue;
+        }
+        checked.push(&exec.platform);
+        if let Some(arch) = strata_executor::emulation::qemu_arch(&exec.platform, host) {
+            strata_executor::emulation::check_emulator(&exec.platform, &arch)?;
+        }
     }
     Ok(())
 }

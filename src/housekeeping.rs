@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use strata_oci::image::Manifest;
+use strata_oci::digest::Digest;
+use strata_oci::image::{Index, Manifest};
 use strata_oci::names::ImageNames;
 use strata_oci::reference::Reference;
 use strata_oci::store::BlobStore;
@@ -30,16 +31,25 @@ pub fn images(cli: &Cli) -> Result<()> {
     let (names, store, _) = open(cli)?;
     println!("{:<50} {:<19} {:<14} {:>10}  CREATED", "NAME", "DIGEST", "PLATFORMS", "SIZE");
     for n in names.list() {
-        let (platforms, size) = match store
-            .read_blob(&n.descriptor.digest)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        let blob = store.read_blob(&n.descriptor.digest).ok();
+        let (platforms, size) = if let Some(m) = blob.as_ref().and_then(|b| serde_json::from_slice::<Manifest>(b).ok())
         {
-            Some(m) => (
+            (
                 n.descriptor.platform.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 image_size(&store, &m),
-            ),
-            None => ("-".into(), n.descriptor.size),
+            )
+        } else if let Some(i) = blob.as_ref().and_then(|b| serde_json::from_slice::<Index>(b).ok()) {
+            // An index: its platforms, and the size of every platform's image.
+            let mut platforms = Vec::new();
+            let mut size = n.descriptor.size;
+            for d in &i.manifests {
+                platforms.extend(d.platform.as_ref().map(|p| p.to_string()));
+                let m = store.read_blob(&d.digest).ok().and_then(|b| serde_json::from_slice::<Manifest>(&b).ok());
+                size += m.map(|m| image_size(&store, &m)).unwrap_or(d.size);
+            }
+            (platforms.join(","), size)
+        } else {
+            ("-".into(), n.descriptor.size)
         };
         println!(
             "{:<50} {:<19} {:<14} {:>10}  {}",
@@ -86,19 +96,34 @@ pub fn inspect(cli: &Cli, name: &str) -> Result<()> {
     let img = names
         .get(&full)
         .ok_or_else(|| Failure::build(format!("error: no image named {full} in {}", root.display())))?;
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &store.read_blob(&img.descriptor.digest).map_err(|e| Failure::build(format!("error: {e}")))?,
-    )
-    .map_err(|e| Failure::build(format!("error: {e}")))?;
-    let config_digest = manifest["config"]["digest"]
-        .as_str()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|e| Failure::build(format!("error: {e}")))?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&store.read_blob(&config_digest).map_err(|e| Failure::build(format!("error: {e}")))?)
-            .map_err(|e| Failure::build(format!("error: {e}")))?;
-    let out = serde_json::json!({"name": full, "descriptor": img.descriptor, "manifest": manifest, "config": config});
+    let read_json = |digest: &Digest| -> Result<serde_json::Value> {
+        let bytes = store.read_blob(digest).map_err(|e| Failure::build(format!("error: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| Failure::build(format!("error: blob {digest}: {e}")))
+    };
+    // One manifest and its config; for an index, one such pair per platform.
+    let manifest_and_config = |digest: &Digest| -> Result<(serde_json::Value, serde_json::Value)> {
+        let manifest = read_json(digest)?;
+        let config_digest: Digest = manifest["config"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| Failure::build(format!("error: manifest {digest}: {e}")))?;
+        Ok((manifest.clone(), read_json(&config_digest)?))
+    };
+    let top = read_json(&img.descriptor.digest)?;
+    let out = if top.get("manifests").is_some() {
+        let index: Index = serde_json::from_value(top.clone())
+            .map_err(|e| Failure::build(format!("error: index {}: {e}", img.descriptor.digest)))?;
+        let mut platforms = Vec::new();
+        for d in &index.manifests {
+            let (manifest, config) = manifest_and_config(&d.digest)?;
+            platforms.push(serde_json::json!({"descriptor": d, "manifest": manifest, "config": config}));
+        }
+        serde_json::json!({"name": full, "descriptor": img.descriptor, "index": top, "manifests": platforms})
+    } else {
+        let (manifest, config) = manifest_and_config(&img.descriptor.digest)?;
+        serde_json::json!({"name": full, "descriptor": img.descriptor, "manifest": manifest, "config": config})
+    };
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
 }

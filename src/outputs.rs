@@ -80,20 +80,39 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec> {
     Ok(OutputSpec { kind, attrs })
 }
 
+/// One platform's result: its file system's layers and its image configuration.
+pub struct PlatformImage {
+    pub layers: Vec<LayerId>,
+    pub config: ImageConfig,
+}
+
 pub struct ExportRequest<'a> {
     pub cli: &'a Cli,
     pub args: &'a BuildArgs,
     pub store: &'a BlobStore,
     pub worker: &'a LocalWorker,
-    pub layers: &'a [LayerId],
-    pub config: ImageConfig,
+    /// One image per platform, in `--platform` order; several make an image index.
+    pub images: Vec<PlatformImage>,
     pub epoch: Option<i64>,
     pub progress: ProgressSink,
 }
 
 pub struct Exported {
-    pub manifest_digest: Digest,
-    pub config_digest: Digest,
+    /// The manifest's digest, or the index's when several platforms were built.
+    pub digest: Digest,
+    /// What `--iidfile` and `-q` print: the config digest of a single-platform image
+    /// (docker's image ID), the index digest of a multi-platform one.
+    pub image_id: Digest,
+}
+
+/// `linux_arm64_v8`-style directory names for per-platform local outputs (as buildx).
+fn platform_dir_name(p: &strata_oci::image::Platform) -> String {
+    let mut s = format!("{}_{}", p.os, p.architecture);
+    if let Some(v) = &p.variant {
+        s.push('_');
+        s.push_str(v);
+    }
+    s
 }
 
 fn export_options(
@@ -210,24 +229,36 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     let opts = export_options(Some(specs.first().unwrap_or(&default_spec)), req.epoch, annotations)?;
     let push_to = push_targets(&specs, args)?;
     let opts = compress_for_push(opts, specs.first(), !push_to.is_empty())?;
-    let inputs = layer_inputs(req.worker, req.layers);
-    let store = req.store.clone();
-    let config = req.config.clone();
     let vertex = "export".to_string();
     let name = "exporting to image".to_string();
     req.progress.send(ProgressEvent::Started { vertex: vertex.clone(), name: name.clone() });
     let started = std::time::Instant::now();
-    let built = tokio::task::spawn_blocking(move || build_image(&store, config, &inputs, &opts))
-        .await
-        .map_err(|e| Failure::build(format!("error: exporting: {e}")))?
-        .map_err(|e| Failure::build(format!("error: exporting the image: {e}")))?;
+    let mut built = Vec::with_capacity(req.images.len());
+    for image in &req.images {
+        let inputs = layer_inputs(req.worker, &image.layers);
+        let (store, config, opts) = (req.store.clone(), image.config.clone(), opts.clone());
+        let one = tokio::task::spawn_blocking(move || build_image(&store, config, &inputs, &opts))
+            .await
+            .map_err(|e| Failure::build(format!("error: exporting: {e}")))?
+            .map_err(|e| Failure::build(format!("error: exporting the image: {e}")))?;
+        built.push(one);
+    }
+    let (image, image_id, config_digest) = match built.as_slice() {
+        [one] => (one.manifest.clone(), one.config_digest.clone(), Some(one.config_digest.clone())),
+        many => {
+            let manifests: Vec<Descriptor> = many.iter().map(|b| b.manifest.clone()).collect();
+            let index = strata_exporter::image::build_index(req.store, &manifests)
+                .map_err(|e| Failure::build(format!("error: writing the image index: {e}")))?;
+            (index.clone(), index.digest, None)
+        }
+    };
     let root = crate::store_root(req.cli);
     let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
     let wants_image = specs.is_empty() || specs.iter().any(|s| s.kind == "image");
     if wants_image {
         for t in &args.tags {
             let full = Reference::parse(t).map_err(|e| Failure::usage(format!("error: -t {t}: {e}")))?.to_string();
-            names.set(&full, &built.manifest).map_err(|e| Failure::build(format!("error: naming {full}: {e}")))?;
+            names.set(&full, &image).map_err(|e| Failure::build(format!("error: naming {full}: {e}")))?;
         }
         if args.tags.is_empty() && specs.is_empty() {
             eprintln!("warning: no output specified and no -t given: the result is only in the build cache");
@@ -242,9 +273,9 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
             _ => Compression::Uncompressed, // zstd / uncompressed were applied when the layers were written
         };
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let mut desc = strata_exporter::recompress::compress_image(req.store, &built.manifest, compression, cores)
+        let desc = strata_exporter::recompress::compress_image(req.store, &image, compression, cores)
             .map_err(|e| Failure::build(format!("error: compressing layers for {dest}: {e}")))?;
-        desc.platform = Some(built.config.platform());
+        let mut desc = desc;
         if let Some(first) = args.tags.first() {
             desc.annotations.insert(
                 "io.containerd.image.name".into(),
@@ -257,18 +288,38 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     }
     for s in specs.iter().filter(|s| matches!(s.kind.as_str(), "docker" | "local" | "tar")) {
         let dest = s.attrs.get("dest").cloned().unwrap_or_default();
+        if built.len() > 1 && s.kind != "local" {
+            return Err(Failure::usage(format!(
+                "error: output type={} cannot hold several platforms: use type=oci, type=local or type=image",
+                s.kind
+            )));
+        }
         let res = match s.kind.as_str() {
             "docker" => {
                 let names = s.attrs.get("name").map(|n| vec![n.clone()]).unwrap_or_else(|| args.tags.clone());
                 let oci = s.attrs.get("oci-mediatypes").is_some_and(|v| v == "true");
-                strata_exporter::docker_archive::write_docker_image_to(&dest, req.store, &built.manifest, &names, oci)
+                strata_exporter::docker_archive::write_docker_image_to(&dest, req.store, &image, &names, oci)
                     .map_err(|e| e.to_string())
             }
             kind => {
-                let dirs: Vec<PathBuf> = req.layers.iter().map(|l| req.worker.snapshots().layer_dir(l)).collect();
-                strata_exporter::rootfs::export_rootfs_to(&dest, &dirs, kind == "tar", req.epoch)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                let mut res = Ok(());
+                for (one, platform_image) in built.iter().zip(&req.images) {
+                    let dirs: Vec<PathBuf> =
+                        platform_image.layers.iter().map(|l| req.worker.snapshots().layer_dir(l)).collect();
+                    // Several platforms: one directory each, named as buildx names them.
+                    let to = if built.len() > 1 {
+                        Path::new(&dest).join(platform_dir_name(&one.config.platform())).to_string_lossy().to_string()
+                    } else {
+                        dest.clone()
+                    };
+                    res = strata_exporter::rootfs::export_rootfs_to(&to, &dirs, kind == "tar", req.epoch)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    if res.is_err() {
+                        break;
+                    }
+                }
+                res
             }
         };
         res.map_err(|e| Failure::build(format!("error: output type={} dest={dest}: {e}", s.kind)))?;
@@ -278,25 +329,26 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         let client =
             RegistryClient::new(crate::registry_options(req.cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
         for target in &push_to {
-            push_image_to(&client, req.store, &built.manifest, target, PushOptions::default().jobs, &req.progress)
-                .await?;
+            push_image_to(&client, req.store, &image, target, PushOptions::default().jobs, &req.progress).await?;
         }
     }
     if let Some(f) = &args.iidfile {
-        std::fs::write(f, built.config_digest.to_string())
+        std::fs::write(f, image_id.to_string())
             .map_err(|e| Failure::build(format!("error: --iidfile {}: {e}", f.display())))?;
     }
     if let Some(f) = &args.metadata_file {
-        let meta = serde_json::json!({
-            "containerimage.digest": built.manifest.digest.to_string(),
-            "containerimage.config.digest": built.config_digest.to_string(),
-            "containerimage.descriptor": built.manifest,
+        let mut meta = serde_json::json!({
+            "containerimage.digest": image.digest.to_string(),
+            "containerimage.descriptor": image,
             "image.name": args.tags.join(","),
         });
+        if let Some(c) = &config_digest {
+            meta["containerimage.config.digest"] = serde_json::Value::String(c.to_string());
+        }
         std::fs::write(f, serde_json::to_vec_pretty(&meta).unwrap_or_default())
             .map_err(|e| Failure::build(format!("error: --metadata-file {}: {e}", f.display())))?;
     }
-    Ok(Exported { manifest_digest: built.manifest.digest, config_digest: built.config_digest })
+    Ok(Exported { digest: image.digest, image_id })
 }
 
 fn write_layout(store: &BlobStore, dest: &str, as_tar: bool, entries: &[(Descriptor, Option<String>)]) -> Result<()> {

@@ -7,6 +7,7 @@
 pub mod chmod;
 pub mod context;
 pub mod copy;
+pub mod emulation;
 pub mod mount;
 pub mod sandbox;
 pub mod snapshot;

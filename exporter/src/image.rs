@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use strata_oci::digest::Digest;
-use strata_oci::image::{canonical_json, Descriptor, History, ImageConfig, Manifest};
+use strata_oci::image::{canonical_json, Descriptor, History, ImageConfig, Index, Manifest};
 use strata_oci::media;
 use strata_oci::store::BlobStore;
 
@@ -193,4 +193,21 @@ pub fn build_image(
     let mut desc = Descriptor::new(manifest_type, manifest_digest, manifest_bytes.len() as u64);
     desc.platform = Some(config.platform());
     Ok(BuiltImage { manifest: desc, config_digest, config })
+}
+
+/// One image index over several platforms' manifests (each descriptor carries its
+/// platform), in the order given: an OCI index, or a Docker manifest list when the
+/// manifests use Docker media types.
+pub fn build_index(store: &BlobStore, manifests: &[Descriptor]) -> Result<Descriptor, ExportError> {
+    let docker = manifests.iter().all(|m| m.media_type == media::DOCKER_MANIFEST);
+    let media_type = if docker { media::DOCKER_MANIFEST_LIST } else { media::OCI_INDEX };
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(media_type.to_string()),
+        manifests: manifests.to_vec(),
+        annotations: Default::default(),
+    };
+    let bytes = canonical_json(&index);
+    let digest = store.put_bytes(&bytes)?;
+    Ok(Descriptor::new(media_type, digest, bytes.len() as u64))
 }

@@ -9,7 +9,7 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 
 use strata_oci::digest::Digest;
-use strata_oci::image::{canonical_json, Descriptor, Manifest};
+use strata_oci::image::{canonical_json, Descriptor, Index, Manifest};
 use strata_oci::media;
 use strata_oci::store::BlobStore;
 
@@ -68,9 +68,46 @@ fn compressed_type(manifest_type: &str, c: Compression) -> &'static str {
     }
 }
 
-/// The image behind `manifest` with every plain layer compressed; returns the new
-/// manifest's descriptor (the same one when nothing needed compressing).
+/// The image behind `image` (a manifest, or an index of several platforms' manifests)
+/// with every plain layer compressed; returns the new manifest's or index's descriptor
+/// (the same one when nothing needed compressing).
 pub fn compress_image(
+    store: &BlobStore,
+    image: &Descriptor,
+    c: Compression,
+    jobs: usize,
+) -> Result<Descriptor, ExportError> {
+    if image.media_type == media::OCI_INDEX || image.media_type == media::DOCKER_MANIFEST_LIST {
+        return compress_index(store, image, c, jobs);
+    }
+    compress_manifest(store, image, c, jobs)
+}
+
+fn compress_index(
+    store: &BlobStore,
+    index: &Descriptor,
+    c: Compression,
+    jobs: usize,
+) -> Result<Descriptor, ExportError> {
+    let mut i: Index = serde_json::from_slice(&store.read_blob(&index.digest)?)
+        .map_err(|e| ExportError::Io(std::io::Error::other(format!("index {}: {e}", index.digest))))?;
+    let mut changed = false;
+    for m in &mut i.manifests {
+        let compressed = compress_image(store, m, c, jobs)?;
+        changed |= compressed.digest != m.digest;
+        *m = compressed;
+    }
+    if !changed {
+        return Ok(index.clone());
+    }
+    let bytes = canonical_json(&i);
+    let digest = store.put_bytes(&bytes)?;
+    let mut d = Descriptor::new(index.media_type.clone(), digest, bytes.len() as u64);
+    d.annotations = index.annotations.clone();
+    Ok(d)
+}
+
+fn compress_manifest(
     store: &BlobStore,
     manifest: &Descriptor,
     c: Compression,

@@ -63,6 +63,9 @@ pub struct LowerOptions {
     pub extra_hosts: Vec<String>,
     /// `created` of the config and history entries (RFC 3339).
     pub created: Option<String>,
+    /// Shown first in every step's progress label (`[linux/arm64 build 2/5] RUN make`)
+    /// when several platforms are built at once.
+    pub platform_label: Option<String>,
 }
 
 /// A warning with its line.
@@ -419,7 +422,10 @@ impl<'a> Lowerer<'a> {
         let (mut st, triggers) = self.start_stage(i)?;
         let stage = &self.df.stages[i];
         let total = stage.commands.len() + 1;
-        let label = if self.multi_stage { format!("{} ", self.stage_label(i)) } else { String::new() };
+        let mut label = if self.multi_stage { format!("{} ", self.stage_label(i)) } else { String::new() };
+        if let Some(p) = &self.opts.platform_label {
+            label = format!("{p} {label}");
+        }
         // ONBUILD triggers of the base image run first.
         for (n, t) in triggers.iter().enumerate() {
             let parsed = crate::ast::parse(format!("{t}\n").as_bytes())
@@ -988,6 +994,7 @@ mod tests {
             allow_insecure: false,
             extra_hosts: Vec::new(),
             created: None,
+            platform_label: None,
         };
         lower(&df, &opts, &mut NoImages).unwrap()
     }

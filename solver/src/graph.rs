@@ -228,6 +228,31 @@ impl Graph {
         id
     }
 
+    /// Add every node of `other` (a graph lowered for another platform, say): nodes
+    /// with the same id are the same step and are kept once, with both labels.
+    pub fn merge(&mut self, other: Graph) {
+        for (id, n) in other.nodes {
+            match self.nodes.entry(id) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(n);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let mine = o.get_mut();
+                    for name in n.names {
+                        if !mine.names.contains(&name) {
+                            mine.names.push(name);
+                        }
+                    }
+                    for stage in n.stages {
+                        if !mine.stages.contains(&stage) {
+                            mine.stages.push(stage);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     pub fn get(&self, id: &NodeId) -> Option<&Node> {
         self.nodes.get(id)
     }
@@ -275,5 +300,29 @@ impl Graph {
         }
         s.push_str("}\n");
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_keeps_shared_nodes_once_with_both_labels() {
+        let mut amd = Graph::default();
+        let ctx = amd.add(Op::Local { name: "context".into() }, vec![], "[internal] load build context");
+        let mk = amd.add(Op::Mkdir { path: "/app".into(), mode: 0o755, chown: None }, vec![ctx], "[linux/amd64 2/3]");
+        let mut arm = Graph::default();
+        let ctx2 = arm.add(Op::Local { name: "context".into() }, vec![], "[internal] load build context");
+        let mk2 = arm.add(Op::Mkdir { path: "/app".into(), mode: 0o755, chown: None }, vec![ctx2], "[linux/arm64 2/3]");
+        let only_arm = arm.add(Op::Scratch, vec![], "scratch");
+        assert_eq!(mk, mk2);
+        amd.merge(arm);
+        assert_eq!(amd.nodes.len(), 3);
+        assert_eq!(
+            amd.get(&mk).map(|n| n.names.clone()),
+            Some(vec!["[linux/amd64 2/3]".into(), "[linux/arm64 2/3]".into()])
+        );
+        assert!(amd.get(&only_arm).is_some());
     }
 }
