@@ -1,7 +1,7 @@
 //! `strata build`: flags → Dockerfile → build graph → solve → image → outputs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use strata_executor::context::{ExcludeFn, LocalContext};
@@ -33,18 +33,18 @@ fn reject_unsupported(args: &BuildArgs) -> Result<()> {
         ));
     }
     if args.load {
-        let sock = std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
-            .unwrap_or_else(|| "/var/run/docker.sock".into());
-        let hint = if Path::new(&sock).exists() {
-            format!("a Docker daemon is at {sock}, but loading through its API is not supported yet")
-        } else {
-            "no Docker daemon is reachable".to_string()
-        };
-        return Err(Failure::usage(format!(
-            "error: --load: {hint}; use -o type=docker,dest=image.tar and `docker load -i image.tar`"
-        )));
+        let sock = crate::docker_load::daemon_socket().map_err(|e| Failure::usage(format!("error: --load: {e}")))?;
+        if !sock.exists() {
+            return Err(Failure::usage(format!(
+                "error: --load: no Docker daemon is reachable at {}; use -o type=docker,dest=image.tar and `docker load -i image.tar`",
+                sock.display()
+            )));
+        }
+        if args.platform.len() > 1 {
+            return Err(Failure::usage(
+                "error: --load cannot hold several platforms: a Docker daemon loads one; use --push or -o type=oci",
+            ));
+        }
     }
     if args.shm_size.is_some() {
         return Err(Failure::usage("error: --shm-size is not supported yet (RUN steps get a 64MB /dev/shm)"));

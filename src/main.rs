@@ -8,6 +8,7 @@
 mod build;
 mod cli;
 mod diagnostics;
+mod docker_load;
 mod housekeeping;
 mod outputs;
 mod progress;

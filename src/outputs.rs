@@ -324,6 +324,9 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         };
         res.map_err(|e| Failure::build(format!("error: output type={} dest={dest}: {e}", s.kind)))?;
     }
+    if args.load {
+        load_into_docker(req.store, &image, &args.tags, &req.progress).await?;
+    }
     req.progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
     if !push_to.is_empty() {
         let client =
@@ -349,6 +352,35 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
             .map_err(|e| Failure::build(format!("error: --metadata-file {}: {e}", f.display())))?;
     }
     Ok(Exported { digest: image.digest, image_id })
+}
+
+/// `--load`: the image as a docker archive, handed to the Docker daemon.
+async fn load_into_docker(store: &BlobStore, image: &Descriptor, tags: &[String], progress: &ProgressSink) -> Result<()> {
+    let socket = crate::docker_load::daemon_socket().map_err(|e| Failure::usage(format!("error: --load: {e}")))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("load-")
+        .suffix(".tar")
+        .tempfile_in(store.root())
+        .map_err(|e| Failure::build(format!("error: --load: {e}")))?;
+    let path = tmp.path().to_path_buf();
+    let (store, image, tags) = (store.clone(), image.clone(), tags.to_vec());
+    let loaded = tokio::task::spawn_blocking(move || {
+        strata_exporter::docker_archive::write_docker_image_to(&path.to_string_lossy(), &store, &image, &tags, false)
+            .map_err(|e| format!("writing the docker archive: {e}"))?;
+        crate::docker_load::load_archive(&socket, &path)
+    })
+    .await
+    .map_err(|e| Failure::build(format!("error: --load: {e}")))?
+    .map_err(|e| Failure::build(format!("error: --load: {e}")))?;
+    drop(tmp);
+    for line in loaded {
+        progress.send(ProgressEvent::Status {
+            vertex: "export".into(),
+            name: "loading into the Docker daemon".into(),
+            message: line,
+        });
+    }
+    Ok(())
 }
 
 fn write_layout(store: &BlobStore, dest: &str, as_tar: bool, entries: &[(Descriptor, Option<String>)]) -> Result<()> {

@@ -58,3 +58,24 @@ fn secrets_example() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("token"), "{}", text(&o));
 }
+
+#[test]
+fn multistage_c_compiles_with_apt_installed_gcc_and_ships_only_the_binary() {
+    let Some(env) = test_env() else { return };
+    let Some(debian) = env.get("RIG_DEBIAN_LAYOUT") else {
+        eprintln!("\n*** SKIPPED: no Debian seed (run tests/setup --debian): examples/multistage-c NOT tested ***\n");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let deb = format!("debian:bookworm=oci-layout://{debian}:bookworm");
+    let (o, out, w) = build_example(root.path(), "multistage-c", &["--build-context", &deb]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rootfs = umoci_unpack(&out, w.path(), "latest");
+    // The final stage ran the binary; it names its compiler and the machine.
+    let greeting = std::fs::read_to_string(rootfs.join("greeting")).unwrap();
+    assert!(greeting.starts_with("hello from C, compiled by gcc 12."), "{greeting}");
+    // Only the binary came over: no compiler, no apt lists, no sources.
+    assert!(rootfs.join("usr/local/bin/hello").is_file());
+    assert!(!rootfs.join("usr/bin/gcc").exists() && !rootfs.join("src").exists());
+    assert!(!rootfs.join("var/lib/apt").exists());
+}
