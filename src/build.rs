@@ -384,6 +384,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         Some(other) => return Err(Failure::usage(format!("error: --pull={other}: expected always, missing or never"))),
     };
     let mut resolver = Resolver::new(client.clone(), store.clone(), root.clone(), policy, sink.clone());
+    resolver.mirrors = cli.settings.registry.mirrors.clone();
     let mut lowerings = Vec::with_capacity(platforms.len());
     for platform in &platforms {
         let opts = LowerOptions {

@@ -23,7 +23,7 @@ pub struct Cli {
     /// Log level: error, warn, info, debug, trace
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,
-    /// Configuration file (default /etc/strata/strata.toml, ~/.config/strata/strata.toml)
+    /// Configuration file (default /etc/strata/strata.toml, then ~/.config/strata/strata.toml)
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The OCI runtime to run RUN steps with (default: runc on PATH)
@@ -37,6 +37,9 @@ pub struct Cli {
     pub insecure_registries: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
+    /// The configuration file's settings (filled in after parsing; see `config`).
+    #[arg(skip)]
+    pub settings: crate::config::Settings,
 }
 
 #[derive(Debug, Subcommand)]

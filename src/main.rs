@@ -7,6 +7,7 @@
 
 mod build;
 mod cli;
+mod config;
 mod diagnostics;
 mod docker_load;
 mod housekeeping;
@@ -45,7 +46,11 @@ impl<E: std::fmt::Display> From<E> for Failure {
 pub type Result<T> = std::result::Result<T, Failure>;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
+    if let Err(f) = config::apply(&mut cli) {
+        eprintln!("{}", f.message);
+        return ExitCode::from(f.code);
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(format!(
         "strata={0},strata_executor={0},strata_solver={0},strata_oci={0}",
         cli.log_level
@@ -73,14 +78,14 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: &cli::Cli) -> Result<()> {
     use cli::Command;
-    if let Some(c) = &cli.config {
-        return Err(Failure::usage(format!(
-            "error: --config {}: configuration files are not supported yet; use the command-line flags",
-            c.display()
-        )));
-    }
     match &cli.command {
-        Command::Build(args) => build::run(cli, args).await,
+        Command::Build(args) => {
+            build::run(cli, args).await?;
+            if let Some(keep) = &cli.settings.storage.keep {
+                prune::after_build(cli, keep);
+            }
+            Ok(())
+        }
         Command::Images => housekeeping::images(cli),
         Command::Tag { source, target } => housekeeping::tag(cli, source, target),
         Command::Rm { names } => housekeeping::rm(cli, names),

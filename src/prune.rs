@@ -284,6 +284,27 @@ pub fn run(cli: &Cli, all: bool, keep: Option<&str>, filter: &[String]) -> Resul
     Ok(())
 }
 
+/// The configuration's `storage.keep`, applied after a successful build: a prune down
+/// to the limit, unless another build or prune holds the store right now (then the
+/// next build does it). Says one line when it removed anything.
+pub fn after_build(cli: &Cli, keep: &str) {
+    let Ok(opts) = parse_options(false, Some(keep), &[]) else { return };
+    let root = crate::store_root(cli);
+    let Ok(lock) = open_lock(&root) else { return };
+    if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+        return;
+    }
+    match prune(&root, &opts) {
+        Ok(r) if r.reclaimed > 0 => eprintln!(
+            "storage.keep={keep}: pruned {} (the store now holds {})",
+            human_bytes(r.reclaimed),
+            human_bytes(r.remaining)
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: storage.keep={keep}: pruning failed: {}", e.message),
+    }
+}
+
 #[derive(Default)]
 struct Report {
     records: usize,

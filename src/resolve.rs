@@ -29,6 +29,8 @@ pub struct Resolver {
     pub policy: PullPolicy,
     pub progress: ProgressSink,
     pub handle: tokio::runtime::Handle,
+    /// Registry host → mirrors tried first (the configuration's `registry.mirrors`).
+    pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
     cache: HashMap<(String, String), ResolvedImage>,
 }
 
@@ -47,6 +49,7 @@ impl Resolver {
             policy,
             progress,
             handle: tokio::runtime::Handle::current(),
+            mirrors: Default::default(),
             cache: HashMap::new(),
         }
     }
@@ -111,8 +114,34 @@ impl Resolver {
         let name = format!("[internal] load metadata for {}", r);
         self.progress.send(ProgressEvent::Started { vertex: vertex.clone(), name: name.clone() });
         let started = std::time::Instant::now();
-        let pulled =
-            tokio::task::block_in_place(|| self.handle.block_on(self.client.pull_image(&r, platform, &self.store)));
+        let pull = |from: &Reference| {
+            tokio::task::block_in_place(|| self.handle.block_on(self.client.pull_image(from, platform, &self.store)))
+        };
+        // Mirrors first, in order; the registry itself when none of them has it.
+        let mut pulled = None;
+        for mirror in self.mirrors.get(&r.registry).into_iter().flatten() {
+            let via = Reference { registry: mirror.clone(), ..r.clone() };
+            match pull(&via) {
+                Ok(p) => {
+                    self.progress.send(ProgressEvent::Status {
+                        vertex: vertex.clone(),
+                        name: name.clone(),
+                        message: format!("pulled from mirror {mirror}"),
+                    });
+                    pulled = Some(Ok(p));
+                    break;
+                }
+                Err(e) => self.progress.send(ProgressEvent::Status {
+                    vertex: vertex.clone(),
+                    name: name.clone(),
+                    message: format!("mirror {mirror} failed ({e}); trying the next source"),
+                }),
+            }
+        }
+        let pulled = match pulled {
+            Some(p) => p,
+            None => pull(&r),
+        };
         match pulled {
             Ok(p) => {
                 self.progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });

@@ -62,6 +62,8 @@ pub struct ExtraMount {
 pub enum SandboxError {
     #[error("runc not found: install it (apt-get install runc) or pass --runtime PATH")]
     NoRuntime,
+    #[error("the OCI runtime {0} does not exist (given with --runtime or the configuration's `runtime`)")]
+    RuntimeMissing(PathBuf),
     #[error("preparing the sandbox: {0}")]
     Prepare(String),
     #[error("running runc: {0}")]
@@ -93,7 +95,7 @@ impl Runc {
             None => which("runc").ok_or(SandboxError::NoRuntime)?,
         };
         if !binary.exists() {
-            return Err(SandboxError::NoRuntime);
+            return Err(SandboxError::RuntimeMissing(binary));
         }
         Ok(Runc { binary, state_dir })
     }
