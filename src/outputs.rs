@@ -355,7 +355,12 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
 }
 
 /// `--load`: the image as a docker archive, handed to the Docker daemon.
-async fn load_into_docker(store: &BlobStore, image: &Descriptor, tags: &[String], progress: &ProgressSink) -> Result<()> {
+async fn load_into_docker(
+    store: &BlobStore,
+    image: &Descriptor,
+    tags: &[String],
+    progress: &ProgressSink,
+) -> Result<()> {
     let socket = crate::docker_load::daemon_socket().map_err(|e| Failure::usage(format!("error: --load: {e}")))?;
     let tmp = tempfile::Builder::new()
         .prefix("load-")
