@@ -46,6 +46,8 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile
     Build(Box<BuildArgs>),
+    /// Check a build is reproducible: two fresh builds, or one against a published image
+    Verify(VerifyArgs),
     /// List images in the store
     Images,
     /// Give an image in the store another name
@@ -106,6 +108,39 @@ pub enum Command {
     },
     /// Print shell completions
     Completion { shell: clap_complete::Shell },
+}
+
+/// `strata verify [--against REF] [--output text|json] [--keep] [BUILD OPTIONS] PATH`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The build options are `strata build`'s, except those choosing outputs (-o, --push, --load, -t, \
+                  --iidfile, --metadata-file): verify writes each build to an OCI layout in a temporary root. \
+                  Set SOURCE_DATE_EPOCH (--source-date-epoch, --build-arg or the environment) for a reproducible \
+                  build. Exit status: 0 identical, 1 different (or a build failed), 2 bad usage."
+)]
+pub struct VerifyArgs {
+    /// Build once and compare with a published image: REGISTRY/REPOSITORY[:TAG|@DIGEST] or oci-layout://DIR[:TAG]
+    #[arg(long, value_name = "REF")]
+    pub against: Option<String>,
+    /// Report format
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text", value_name = "FORMAT")]
+    pub output: ReportFormat,
+    /// Keep the temporary build roots and layouts (their directory is printed)
+    #[arg(long)]
+    pub keep: bool,
+    /// `strata build` options, then the build context PATH
+    #[arg(value_name = "BUILD OPTIONS... PATH", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub build: Vec<String>,
+}
+
+/// How `strata verify` prints its report.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// One line per platform and per difference
+    #[value(alias = "human")]
+    Text,
+    /// One JSON document with every difference
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -16,6 +16,7 @@ mod progress;
 mod prune;
 mod resolve;
 mod tty;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -99,6 +100,7 @@ async fn dispatch(cli: &cli::Cli) -> Result<()> {
         Command::Logout { registry } => housekeeping::logout(registry),
         Command::Du => housekeeping::du(cli),
         Command::Prune { all, keep_storage, filter } => housekeeping::prune(cli, *all, keep_storage.as_deref(), filter),
+        Command::Verify(args) => verify::run(cli, args).await,
         Command::Completion { shell } => {
             let mut cmd = cli::Cli::command();
             clap_complete::generate(*shell, &mut cmd, "strata", &mut std::io::stdout());

@@ -7,6 +7,9 @@
 //! - [`rootfs`]: an image's layers merged into its final file system (whiteouts and
 //!   opaque directories applied), into a directory or one tar (`-o type=local|tar`).
 //! - [`docker_archive`]: the `docker save` / `docker load` archive (`-o type=docker`).
+//! - [`compare`]: two images compared per platform, config field by field and layer
+//!   entry by entry (`strata verify`).
+pub mod compare;
 pub mod docker_archive;
 pub mod image;
 pub mod layer;
