@@ -36,7 +36,22 @@ pub async fn print(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>)
     let mut summary = Summary::default();
     let mut tty = if mode == ProgressMode::Tty { Some(crate::tty::TtyView::new()) } else { None };
     let stderr = std::io::stderr();
-    while let Some(ev) = rx.recv().await {
+    // The live view redraws on a timer too: running steps' timers tick, and an event
+    // that came within the view's redraw throttle still shows while nothing else happens.
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let next = match tty.as_mut() {
+            Some(t) => tokio::select! {
+                ev = rx.recv() => ev,
+                _ = ticker.tick() => {
+                    t.tick();
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(ev) = next else { break };
         match &ev {
             ProgressEvent::Cached { name, .. } if is_step(name) => summary.cached += 1,
             ProgressEvent::Done { name, .. } if is_step(name) => summary.ran += 1,

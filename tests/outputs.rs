@@ -263,6 +263,31 @@ fn prune_keeps_named_images_and_fits_the_limit() {
         assert_eq!(docker_cat(docker, &docker_tar, &tag, "/n"), "build-3\n");
     }
 
+    // ... and still pushable after prune --keep-storage: every blob the image needs is
+    // in the store. skopeo (an independent client) reads it back from the registry,
+    // blobs included, and umoci unpacks what it pulled.
+    let remote = format!("{}/{}:v1", env["RIG_REGISTRY"], unique_name("strata-prune"));
+    let o = strata(root.path(), &["tag", name, &remote]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = strata(root.path(), &["push", "--progress=plain", &remote]);
+    assert!(o.status.success(), "push after prune --keep-storage 10MB: {}", text(&o));
+    let pushed = String::from_utf8_lossy(&o.stdout).into_owned();
+    let digest = pushed.split_whitespace().find(|w| w.starts_with("sha256:")).expect("push prints the digest");
+    let inspect = run(Command::new("skopeo").args(["inspect", "--tls-verify=false"]).arg(format!("docker://{remote}")));
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(inspect["Digest"], digest, "{inspect}");
+    assert_eq!(inspect["Layers"].as_array().map(Vec::len), Some(2), "busybox + the RUN layer: {inspect}");
+    let pulled = work.path().join("pulled");
+    run(Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://{remote}"))
+        .arg(format!("oci:{}:v1", pulled.display())));
+    let bundle = work.path().join("pulled-bundle");
+    run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:v1", pulled.display())).arg(&bundle));
+    assert_eq!(std::fs::read_to_string(bundle.join("rootfs/n")).unwrap(), "build-3\n");
+    assert_eq!(std::fs::metadata(bundle.join("rootfs/big")).unwrap().len(), 4_000_000);
+    let _ = Command::new("skopeo").args(["delete", "--tls-verify=false"]).arg(format!("docker://{remote}")).output();
+
     // Builds still work after a prune (what was dropped is rebuilt).
     build(root.path(), &ctx, &dirs[0], &["-t", "again"]);
 

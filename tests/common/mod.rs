@@ -75,3 +75,31 @@ pub fn corpus() -> Option<PathBuf> {
         None
     }
 }
+
+/// Run strata with a root and extra environment variables, with `RUST_BACKTRACE=1`
+/// (so that a panic would show its backtrace) and standard input closed.
+pub fn strata_env(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(strata_bin())
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("RUST_BACKTRACE", "1")
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run strata")
+}
+
+/// An error output must be a message, not a crash.
+pub fn assert_no_panic(log: &str) {
+    for bad in ["panicked", "RUST_BACKTRACE", "stack backtrace"] {
+        assert!(!log.contains(bad), "{bad:?} in the output:\n{log}");
+    }
+}
+
+/// A name no other test run uses (registry repositories, image names).
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
