@@ -178,6 +178,18 @@ pub fn write_layer(diff_dir: &Path, store: &BlobStore, opts: &LayerOptions) -> R
     let tmp_path = tmp.path().to_path_buf();
     let write_err = |source: io::Error| LayerError::Write { path: tmp_path.clone(), source };
 
+    if opts.compression == Compression::Uncompressed {
+        // The blob is the tar: the store's own digest of it is the diff_id, so the
+        // bytes are hashed once, not twice.
+        let mut tar_out = BufWriter::with_capacity(STREAM_BUFFER, &mut tmp);
+        write_tar_stream(diff_dir, &mut tar_out, opts, &tmp_path)?;
+        tar_out.flush().map_err(write_err)?;
+        drop(tar_out);
+        let (digest, size) = tmp.commit(store, None, None)?;
+        let blob = LayerBlob { diff_id: digest.clone(), digest, size, media_type: layer_media_type(opts).to_string() };
+        tracing::debug!(dir = %diff_dir.display(), digest = %blob.digest, size, "layer written");
+        return Ok(blob);
+    }
     let diff_id = {
         let sink = BufWriter::with_capacity(STREAM_BUFFER, &mut tmp);
         let compressor = Compressor::new(sink, opts.compression)?;

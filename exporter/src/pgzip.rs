@@ -90,9 +90,62 @@ impl<W: Write> ParallelGzip<W> {
     }
 }
 
+/// Bytes of each sample taken to judge whether a block compresses at all.
+const PROBE: usize = 8 * 1024;
+/// Samples per block, spread evenly through it.
+const PROBES: usize = 4;
+/// A block whose samples shrink by less than this (per mille) is stored, not deflated.
+const STORE_BELOW_SAVING: usize = 30;
+
+/// Does `data` look incompressible (random bytes, already compressed files)? A few
+/// samples are deflated at the fastest level; a pure function of the bytes, so the
+/// stream stays the same whatever the thread count. Deflating such data at level 6
+/// costs as much as compressible data and gains nothing: those blocks are stored.
+fn looks_incompressible(data: &[u8]) -> bool {
+    if data.len() < PROBE * PROBES {
+        return false;
+    }
+    let step = (data.len() - PROBE) / (PROBES - 1);
+    let (mut input, mut output) = (0usize, 0usize);
+    for i in 0..PROBES {
+        let sample = &data[i * step..i * step + PROBE];
+        let mut c = Compress::new(Compression::new(1), false);
+        let mut out = Vec::with_capacity(PROBE + 1024);
+        if c.compress_vec(sample, &mut out, FlushCompress::Finish).is_err() {
+            return false;
+        }
+        input += sample.len();
+        output += out.len();
+    }
+    output * 1000 >= input * (1000 - STORE_BELOW_SAVING)
+}
+
+/// `data` as raw deflate stored blocks (at most 65 535 bytes each), the last marked
+/// final when `last`; byte-aligned like a full flush.
+fn stored_blocks(data: &[u8], last: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 65_535 * 5 + 10);
+    let mut pieces = data.chunks(65_535).peekable();
+    if pieces.peek().is_none() {
+        out.extend_from_slice(&[u8::from(last), 0, 0, 0xff, 0xff]);
+        return out;
+    }
+    while let Some(piece) = pieces.next() {
+        let is_final = last && pieces.peek().is_none();
+        let len = piece.len() as u16;
+        out.push(u8::from(is_final));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(piece);
+    }
+    out
+}
+
 /// Raw deflate of one block: a full flush (byte-aligned, not final) or, for the last
-/// block, a finished stream.
+/// block, a finished stream. Incompressible blocks are stored as they are.
 fn deflate_block(data: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
+    if level > 0 && looks_incompressible(data) {
+        return Ok(stored_blocks(data, last));
+    }
     let mut c = Compress::new(Compression::new(level), false);
     let mut out = Vec::with_capacity(data.len() / 2 + 1024);
     let flush = if last { FlushCompress::Finish } else { FlushCompress::Full };
@@ -155,6 +208,59 @@ mod tests {
             e.write_all(piece).unwrap();
         }
         e.finish().unwrap()
+    }
+
+    fn random(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_and_still_round_trip() {
+        let mut data = random(3 * BLOCK + 999);
+        // One compressible block in the middle stays deflated.
+        data[BLOCK..2 * BLOCK].copy_from_slice(&sample(BLOCK));
+        assert!(looks_incompressible(&data[..BLOCK]));
+        assert!(!looks_incompressible(&data[BLOCK..2 * BLOCK]));
+        let one = gz(&data, 1);
+        assert_eq!(one, gz(&data, 2));
+        assert!(one.len() < data.len() + data.len() / 1000, "stored blocks add little: {}", one.len());
+        assert!(one.len() > data.len() * 2 / 3, "random data cannot shrink much: {}", one.len());
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&one[..]).read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        // And an external gunzip agrees.
+        let mut child = std::process::Command::new("gzip")
+            .args(["-dc"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || stdin.write_all(&one));
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap().unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, data);
+    }
+
+    #[test]
+    fn stored_blocks_cover_empty_and_exact_sizes() {
+        for n in [0usize, 1, 65_535, 65_536, 200_000] {
+            let data = random(n);
+            let stored = stored_blocks(&data, true);
+            let mut d = flate2::read::DeflateDecoder::new(&stored[..]);
+            let mut back = Vec::new();
+            d.read_to_end(&mut back).unwrap();
+            assert_eq!(back, data, "n={n}");
+        }
     }
 
     #[test]
