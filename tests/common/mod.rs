@@ -103,3 +103,120 @@ pub fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
+
+// ---- Registry read-back and push tests (export_readback, push_faults, push_memory)
+
+/// A DOCKER_CONFIG directory whose config.json holds basic credentials for each
+/// `(registry, user, password)`.
+pub fn docker_config_with(auths: &[(&str, &str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let entries: serde_json::Map<String, serde_json::Value> = auths
+        .iter()
+        .map(|(reg, user, pass)| {
+            (reg.to_string(), serde_json::json!({ "auth": base64_std(format!("{user}:{pass}").as_bytes()) }))
+        })
+        .collect();
+    let cfg = serde_json::json!({ "auths": entries });
+    std::fs::write(d.path().join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    d
+}
+
+/// Standard base64 with padding.
+pub fn base64_std(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// `sha256:HEX` of a file, computed by coreutils `sha256sum` (independent of strata's code).
+pub fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    assert!(out.status.success(), "sha256sum {}: {}", path.display(), text(&out));
+    format!("sha256:{}", String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap())
+}
+
+/// `sha256:HEX` of bytes, computed by coreutils `sha256sum`.
+pub fn sha256_bytes(b: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().unwrap().write_all(b).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    format!("sha256:{}", String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap())
+}
+
+/// A repository name no earlier run used (`strata-test/LABEL-PID-NANOS-N`).
+pub fn unique_repo(label: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("strata-test/{label}-{}-{nanos:x}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// skopeo flags to read from `registry` of the test environment: the CA (as a cert dir
+/// under `cert_dir`) and credentials for the TLS registry, credentials for the token
+/// registry, plain HTTP for the others.
+pub fn skopeo_flags(env: &HashMap<String, String>, registry: &str, cert_dir: &Path) -> Vec<String> {
+    let creds = format!("{}:{}", env["RIG_USER"], env["RIG_PASS"]);
+    if registry == env["RIG_TLS_REGISTRY"] {
+        std::fs::create_dir_all(cert_dir).unwrap();
+        std::fs::copy(&env["RIG_CA"], cert_dir.join("ca.crt")).unwrap();
+        vec!["--cert-dir".into(), cert_dir.display().to_string(), "--creds".into(), creds]
+    } else if registry == env["RIG_TOKEN_REGISTRY"] {
+        vec!["--tls-verify=false".into(), "--creds".into(), creds]
+    } else {
+        vec!["--tls-verify=false".into()]
+    }
+}
+
+/// A file of `size` pseudo-random (incompressible) bytes from `seed` (xorshift64), streamed.
+pub fn write_noise(path: &Path, size: u64, seed: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut state = seed | 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        for chunk in buf[..n].chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+}
+
+/// The repositories directory of the registry `name` (`plain-5000`, `tls-5001`, ...) when
+/// `tests/setup` started it and it still runs (its recorded pid runs with its generated
+/// config), or None (a reused registry: its storage is not ours to inspect).
+pub fn registry_storage(env: &HashMap<String, String>, name: &str) -> Option<PathBuf> {
+    let rig = Path::new(&env["RIG_DIR"]);
+    let conf_path = rig.join("conf").join(format!("{name}.yml"));
+    let pid = std::fs::read_to_string(rig.join("pids").join(format!("{name}.pid"))).ok()?;
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).ok()?;
+    if !String::from_utf8_lossy(&cmdline).contains(conf_path.to_str()?) {
+        return None;
+    }
+    let conf = std::fs::read_to_string(&conf_path).ok()?;
+    let dir = conf.lines().find_map(|l| l.trim().strip_prefix("rootdirectory:"))?.trim();
+    let p = PathBuf::from(dir).join("docker/registry/v2/repositories");
+    p.is_dir().then_some(p)
+}
