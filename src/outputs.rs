@@ -252,6 +252,10 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
             (index.clone(), index.digest, None)
         }
     };
+    // What `--metadata-file` and the summary report: the image as it was exported — the
+    // OCI layout's or the pushed manifest when there is one (their layers are
+    // compressed), else the store's.
+    let mut reported = image.clone();
     let root = crate::store_root(req.cli);
     let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
     let wants_image = specs.is_empty() || specs.iter().any(|s| s.kind == "image");
@@ -282,6 +286,7 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
                 Reference::parse(first).map(|r| r.to_string()).unwrap_or_else(|_| first.clone()),
             );
         }
+        reported = Descriptor { annotations: Default::default(), ..desc.clone() };
         let entries = vec![(desc, layout_tag(&args.tags).or_else(|| Some("latest".into())))];
         let as_tar = s.attrs.get("tar").map(|v| v != "false").unwrap_or(true);
         write_layout(req.store, &dest, as_tar, &entries)?;
@@ -332,17 +337,29 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         let client =
             RegistryClient::new(crate::registry_options(req.cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
         for target in &push_to {
-            push_image_to(&client, req.store, &image, target, PushOptions::default().jobs, &req.progress).await?;
+            let pushed = push_image_to(
+                &client,
+                req.store,
+                &image,
+                target,
+                opts.compression,
+                PushOptions::default().jobs,
+                &req.progress,
+            )
+            .await?;
+            reported = pushed.descriptor;
         }
     }
+    // A multi-platform image's ID is its index, as exported.
+    let image_id = if config_digest.is_some() { image_id } else { reported.digest.clone() };
     if let Some(f) = &args.iidfile {
         std::fs::write(f, image_id.to_string())
             .map_err(|e| Failure::build(format!("error: --iidfile {}: {e}", f.display())))?;
     }
     if let Some(f) = &args.metadata_file {
         let mut meta = serde_json::json!({
-            "containerimage.digest": image.digest.to_string(),
-            "containerimage.descriptor": image,
+            "containerimage.digest": reported.digest.to_string(),
+            "containerimage.descriptor": reported,
             "image.name": args.tags.join(","),
         });
         if let Some(c) = &config_digest {
@@ -351,7 +368,7 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         std::fs::write(f, serde_json::to_vec_pretty(&meta).unwrap_or_default())
             .map_err(|e| Failure::build(format!("error: --metadata-file {}: {e}", f.display())))?;
     }
-    Ok(Exported { digest: image.digest, image_id })
+    Ok(Exported { digest: reported.digest, image_id })
 }
 
 /// `--load`: the image as a docker archive, handed to the Docker daemon.
@@ -469,6 +486,7 @@ async fn push_image_to(
     store: &BlobStore,
     image: &Descriptor,
     target: &Reference,
+    compression: Compression,
     jobs: usize,
     progress: &ProgressSink,
 ) -> Result<PushReport> {
@@ -520,12 +538,13 @@ async fn push_image_to(
             }),
         }
     };
-    // Layers leave the machine compressed: plain store layers are gzipped here, several
-    // at once, and remembered so a re-push compresses nothing.
+    // Layers leave the machine compressed as asked (gzip unless the output said
+    // otherwise): plain store layers are compressed here, on every core, and remembered
+    // so a re-push compresses nothing. `compression=uncompressed` sends them as they are.
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let (store2, plain) = (store.clone(), image.clone());
     let compressed = tokio::task::spawn_blocking(move || {
-        strata_exporter::recompress::compress_image(&store2, &plain, Compression::Gzip { level: 6 }, cores)
+        strata_exporter::recompress::compress_image(&store2, &plain, compression, cores)
     })
     .await
     .map_err(|e| Failure::build(format!("error: compressing layers: {e}")))?
@@ -564,7 +583,8 @@ pub async fn push_command(cli: &Cli, p: &PushArgs) -> Result<()> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let sink = ProgressSink::new(tx);
     let printer = tokio::spawn(crate::progress::print(mode, rx));
-    let pushed = push_image_to(&client, &store, &image.descriptor, &target, p.push_jobs, &sink).await;
+    let gzip = Compression::Gzip { level: 6 };
+    let pushed = push_image_to(&client, &store, &image.descriptor, &target, gzip, p.push_jobs, &sink).await;
     drop(sink);
     let _ = printer.await;
     let report = pushed?;

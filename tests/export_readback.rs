@@ -667,7 +667,6 @@ fn zstd_push_is_read_back_with_the_reported_digest() {
 // also sends gzip layers instead of plain ones).
 
 #[test]
-#[ignore = "strata bug (src/outputs.rs): --metadata-file names the store's manifest, not the one in the type=oci output"]
 fn metadata_file_names_the_manifest_in_the_oci_layout() {
     let Some(env) = test_env() else { return };
     let root = tempfile::tempdir().unwrap();
@@ -690,7 +689,6 @@ fn metadata_file_names_the_manifest_in_the_oci_layout() {
 }
 
 #[test]
-#[ignore = "strata bug (src/outputs.rs): type=registry,compression=uncompressed pushes gzip layers; --metadata-file names another manifest"]
 fn uncompressed_push_sends_plain_layers_and_reports_the_pushed_digest() {
     let Some(env) = test_env() else { return };
     let root = tempfile::tempdir().unwrap();
