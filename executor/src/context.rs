@@ -79,14 +79,19 @@ impl StatCache {
         }
         let mut f = fs::File::open(path)?;
         let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
         }
+        BUFFER.with(|buf| -> io::Result<()> {
+            let mut buf = buf.borrow_mut();
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                h.update(&buf[..n]);
+            }
+        })?;
         let hash = h.finalize().to_hex().to_string();
         self.entries
             .lock()
@@ -196,69 +201,292 @@ pub fn expand_source(root: &Path, source: &str) -> Vec<String> {
     current
 }
 
-/// The content hash of what `sources` select in `ctx` (after its ignore rules and the
-/// extra `exclude` rule): paths, types, modes, sizes, contents, symlink targets.
+/// The content hash of what `sources` select from the context (after `.dockerignore`
+/// and `exclude`): every path, mode, symlink target, size and file content, in order.
+///
+/// The walk runs once: directories are read in order on this thread (their entries'
+/// types come from `readdir`, not a `stat`), and everything that is not a directory is
+/// looked at — one `lstat`, and a read only when the stat cache misses — on every core.
+/// The bytes fed to the hash do not depend on the number of threads.
 pub fn selection_hash(
     ctx: &LocalContext,
     cache: &StatCache,
     sources: &[String],
     exclude: &ExcludeFn,
 ) -> io::Result<[u8; 32]> {
-    let mut h = blake3::Hasher::new();
+    let mut plan = Vec::new();
     for src in sources {
-        h.update(b"source\0");
-        h.update(src.as_bytes());
+        let mut header = b"source\0".to_vec();
+        header.extend_from_slice(src.as_bytes());
+        plan.push(Piece::Bytes(header));
         for rel in expand_source(&ctx.dir, src) {
-            hash_tree(ctx, cache, &rel, exclude, &mut h)?;
+            plan_top(ctx, &rel, exclude, &mut plan)?;
+        }
+    }
+    let entries: Vec<(usize, &str)> = plan
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Piece::Entry(rel) => Some((i, rel.as_str())),
+            Piece::Bytes(_) => None,
+        })
+        .collect();
+    let hashed = hash_entries(ctx, cache, exclude, &entries)?;
+    let mut h = blake3::Hasher::new();
+    let mut next = hashed.into_iter();
+    for p in &plan {
+        match p {
+            Piece::Bytes(b) => {
+                h.update(b);
+            }
+            Piece::Entry(_) => {
+                if let Some(bytes) = next.next() {
+                    h.update(&bytes);
+                }
+            }
         }
     }
     Ok(*h.finalize().as_bytes())
 }
 
-fn hash_tree(
-    ctx: &LocalContext,
-    cache: &StatCache,
-    rel: &str,
-    exclude: &ExcludeFn,
-    h: &mut blake3::Hasher,
-) -> io::Result<()> {
+/// What the hash is fed, in order: bytes known from the walk, or an entry that is not a
+/// directory, whose bytes are worked out in parallel.
+enum Piece {
+    Bytes(Vec<u8>),
+    Entry(String),
+}
+
+/// A source as named (a file, a directory or a symlink; possibly missing).
+fn plan_top(ctx: &LocalContext, rel: &str, exclude: &ExcludeFn, plan: &mut Vec<Piece>) -> io::Result<()> {
     let path = if rel.is_empty() { ctx.dir.clone() } else { ctx.dir.join(rel) };
-    let md = match fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            h.update(b"missing\0");
-            h.update(rel.as_bytes());
-            return Ok(());
+    match fs::symlink_metadata(&path) {
+        Ok(md) if md.is_dir() => plan_dir(ctx, rel, &md, exclude, plan),
+        Ok(_) => {
+            plan.push(Piece::Entry(rel.to_string()));
+            Ok(())
         }
-        Err(e) => return Err(e),
-    };
-    let is_dir = md.is_dir();
-    if !rel.is_empty() && ((ctx.ignore)(rel, is_dir) || exclude(rel, is_dir)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut b = b"missing\0".to_vec();
+            b.extend_from_slice(rel.as_bytes());
+            plan.push(Piece::Bytes(b));
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The bytes that name an entry: its path, a NUL and its mode.
+fn entry_header(rel: &str, mode: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(rel.len() + 5);
+    b.extend_from_slice(rel.as_bytes());
+    b.push(0);
+    b.extend_from_slice(&mode.to_le_bytes());
+    b
+}
+
+fn plan_dir(
+    ctx: &LocalContext,
+    rel: &str,
+    md: &fs::Metadata,
+    exclude: &ExcludeFn,
+    plan: &mut Vec<Piece>,
+) -> io::Result<()> {
+    if !rel.is_empty() && ((ctx.ignore)(rel, true) || exclude(rel, true)) {
         return Ok(());
     }
-    h.update(rel.as_bytes());
-    h.update(&[0]);
-    h.update(&md.mode().to_le_bytes());
-    if md.file_type().is_symlink() {
-        h.update(fs::read_link(&path)?.as_os_str().as_encoded_bytes());
-    } else if md.is_file() {
-        h.update(&md.len().to_le_bytes());
-        h.update(cache.file_hash(rel, &path, &md)?.as_bytes());
-    } else if is_dir {
-        let mut names: Vec<String> =
-            fs::read_dir(&path)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        names.sort();
-        for n in names {
-            let child = if rel.is_empty() { n } else { format!("{rel}/{n}") };
-            hash_tree(ctx, cache, &child, exclude, h)?;
+    plan.push(Piece::Bytes(entry_header(rel, md.mode())));
+    let path = if rel.is_empty() { ctx.dir.clone() } else { ctx.dir.join(rel) };
+    let mut children: Vec<(String, bool)> = Vec::new();
+    for e in fs::read_dir(&path)? {
+        let Ok(e) = e else { continue };
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        children.push((e.file_name().to_string_lossy().into_owned(), is_dir));
+    }
+    children.sort();
+    for (name, is_dir) in children {
+        let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        if is_dir {
+            match fs::symlink_metadata(ctx.dir.join(&child)) {
+                Ok(md) if md.is_dir() => plan_dir(ctx, &child, &md, exclude, plan)?,
+                // Replaced since it was listed: look at it like any other entry.
+                Ok(_) => plan.push(Piece::Entry(child)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => plan_missing(&child, plan),
+                Err(e) => return Err(e),
+            }
+        } else {
+            plan.push(Piece::Entry(child));
         }
     }
     Ok(())
 }
 
+fn plan_missing(rel: &str, plan: &mut Vec<Piece>) {
+    let mut b = b"missing\0".to_vec();
+    b.extend_from_slice(rel.as_bytes());
+    plan.push(Piece::Bytes(b));
+}
+
+/// The bytes of one non-directory entry: nothing when it is excluded, `missing` when it
+/// vanished, else path + mode and the symlink target, or the size and content hash.
+fn entry_bytes(ctx: &LocalContext, cache: &StatCache, exclude: &ExcludeFn, rel: &str) -> io::Result<Vec<u8>> {
+    let path = ctx.dir.join(rel);
+    let md = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut b = b"missing\0".to_vec();
+            b.extend_from_slice(rel.as_bytes());
+            return Ok(b);
+        }
+        Err(e) => return Err(e),
+    };
+    let is_dir = md.is_dir();
+    if !rel.is_empty() && ((ctx.ignore)(rel, is_dir) || exclude(rel, is_dir)) {
+        return Ok(Vec::new());
+    }
+    let mut b = entry_header(rel, md.mode());
+    if md.file_type().is_symlink() {
+        b.extend_from_slice(fs::read_link(&path)?.as_os_str().as_encoded_bytes());
+    } else if md.is_file() {
+        b.extend_from_slice(&md.len().to_le_bytes());
+        b.extend_from_slice(cache.file_hash(rel, &path, &md)?.as_bytes());
+    }
+    Ok(b)
+}
+
+/// [`entry_bytes`] of every entry, on every core; results in the entries' order.
+fn hash_entries(
+    ctx: &LocalContext,
+    cache: &StatCache,
+    exclude: &ExcludeFn,
+    entries: &[(usize, &str)],
+) -> io::Result<Vec<Vec<u8>>> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(entries.len().max(1));
+    if threads <= 1 || entries.len() < 64 {
+        return entries.iter().map(|(_, rel)| entry_bytes(ctx, cache, exclude, rel)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    // Small batches from a shared counter: a few big files do not leave a core idle.
+    const BATCH: usize = 32;
+    let results: Vec<io::Result<Vec<(usize, Vec<u8>)>>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Ok(done);
+                        }
+                        let start = next.fetch_add(BATCH, std::sync::atomic::Ordering::Relaxed);
+                        if start >= entries.len() {
+                            return Ok(done);
+                        }
+                        for (k, (_, rel)) in entries[start..(start + BATCH).min(entries.len())].iter().enumerate() {
+                            match entry_bytes(ctx, cache, exclude, rel) {
+                                Ok(b) => done.push((start + k, b)),
+                                Err(e) => {
+                                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                    return Err(e);
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(io::Error::other("a hashing thread panicked"))))
+            .collect()
+    });
+    let mut out: Vec<Vec<u8>> = vec![Vec::new(); entries.len()];
+    for r in results {
+        for (i, b) in r? {
+            out[i] = b;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The walk as it was written first: one thread, depth first, an `lstat` per entry.
+    /// The parallel walk must feed the hash exactly the same bytes.
+    fn reference_hash(ctx: &LocalContext, cache: &StatCache, sources: &[String], exclude: &ExcludeFn) -> [u8; 32] {
+        fn walk(ctx: &LocalContext, cache: &StatCache, rel: &str, exclude: &ExcludeFn, h: &mut blake3::Hasher) {
+            let path = if rel.is_empty() { ctx.dir.clone() } else { ctx.dir.join(rel) };
+            let Ok(md) = fs::symlink_metadata(&path) else {
+                h.update(b"missing\0");
+                h.update(rel.as_bytes());
+                return;
+            };
+            let is_dir = md.is_dir();
+            if !rel.is_empty() && ((ctx.ignore)(rel, is_dir) || exclude(rel, is_dir)) {
+                return;
+            }
+            h.update(rel.as_bytes());
+            h.update(&[0]);
+            h.update(&md.mode().to_le_bytes());
+            if md.file_type().is_symlink() {
+                h.update(fs::read_link(&path).unwrap().as_os_str().as_encoded_bytes());
+            } else if md.is_file() {
+                h.update(&md.len().to_le_bytes());
+                h.update(cache.file_hash(rel, &path, &md).unwrap().as_bytes());
+            } else if is_dir {
+                let mut names: Vec<String> = fs::read_dir(&path)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                for n in names {
+                    let child = if rel.is_empty() { n } else { format!("{rel}/{n}") };
+                    walk(ctx, cache, &child, exclude, h);
+                }
+            }
+        }
+        let mut h = blake3::Hasher::new();
+        for src in sources {
+            h.update(b"source\0");
+            h.update(src.as_bytes());
+            for rel in expand_source(&ctx.dir, src) {
+                walk(ctx, cache, &rel, exclude, &mut h);
+            }
+        }
+        *h.finalize().as_bytes()
+    }
+
+    #[test]
+    fn parallel_walk_hashes_the_same_bytes_as_a_sequential_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in 0..5 {
+            let sub = root.join(format!("d{d}/inner"));
+            fs::create_dir_all(&sub).unwrap();
+            for f in 0..40 {
+                fs::write(sub.join(format!("f{f}.txt")), format!("{d}-{f}").repeat(f + 1)).unwrap();
+            }
+            std::os::unix::fs::symlink("../x", root.join(format!("d{d}/link"))).unwrap();
+        }
+        fs::write(root.join("skip.log"), "ignored").unwrap();
+        let ignore: ExcludeFn = Arc::new(|p: &str, _| p.ends_with(".log"));
+        let ctx = LocalContext { dir: root.to_path_buf(), ignore };
+        let store = tempfile::tempdir().unwrap();
+        let cache = StatCache::load(store.path(), root);
+        let exclude: ExcludeFn = Arc::new(|p: &str, _| p == "d3/inner/f7.txt");
+        for sources in [vec![".".to_string()], vec!["d1".into(), "d*/inner/f1?.txt".into(), "nope".into()]] {
+            let fast = selection_hash(&ctx, &cache, &sources, &exclude).unwrap();
+            assert_eq!(fast, reference_hash(&ctx, &cache, &sources, &exclude), "{sources:?}");
+        }
+        // A rewrite that keeps the size and the mtime is still seen (ctime).
+        let before = selection_hash(&ctx, &cache, &[".".into()], &exclude).unwrap();
+        let f = root.join("d0/inner/f0.txt");
+        let mtime = fs::metadata(&f).unwrap().modified().unwrap();
+        fs::write(&f, "X-0").unwrap();
+        fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+        assert_ne!(before, selection_hash(&ctx, &cache, &[".".into()], &exclude).unwrap());
+    }
 
     #[test]
     fn glob_segments() {
