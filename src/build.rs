@@ -13,7 +13,7 @@ use strata_oci::image::Platform;
 use strata_oci::store::BlobStore;
 use strata_solver::cache::CacheIndex;
 use strata_solver::graph::NetworkMode;
-use strata_solver::progress::ProgressSink;
+use strata_solver::progress::{ProgressEvent, ProgressSink};
 use strata_solver::scheduler::{Scheduler, SolveOptions};
 use strata_solver::worker::WorkerError;
 
@@ -75,12 +75,6 @@ fn reject_unsupported(args: &BuildArgs) -> Result<()> {
                 "error: --allow {a}: unknown entitlement (security.insecure, network.host)"
             )));
         }
-    }
-    if args.context.contains("://") || args.context.starts_with("git@") {
-        return Err(Failure::usage(format!(
-            "error: remote build contexts ({}) are not supported yet: clone or download it and pass the directory",
-            args.context
-        )));
     }
     Ok(())
 }
@@ -155,7 +149,16 @@ fn store_root(cli: &Cli) -> PathBuf {
 pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     reject_unsupported(args)?;
     let dockerfile_from_stdin = args.file.as_deref() == Some("-");
-    let (context_dir, _tmp_ctx, stdin_dockerfile) = prepare_context(args, dockerfile_from_stdin)?;
+    let remote = crate::remote_context::is_remote(&args.context);
+    let (context_dir, _tmp_ctx, stdin_dockerfile) = if remote {
+        let tmp = tempfile::tempdir().map_err(|e| Failure::build(format!("error: {e}")))?;
+        let fetched = crate::remote_context::fetch(&args.context, tmp.path())
+            .await
+            .map_err(|e| Failure::build(format!("error: build context: {e}")))?;
+        (fetched.context, Some(tmp), fetched.dockerfile)
+    } else {
+        prepare_context(args, dockerfile_from_stdin)?
+    };
 
     // The Dockerfile.
     let (dockerfile_path, source) = if dockerfile_from_stdin {
@@ -169,6 +172,8 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         (PathBuf::from("Dockerfile"), d)
     } else {
         let p = match &args.file {
+            // With a remote context, -f names a file in it (as buildx).
+            Some(f) if remote && !f.starts_with('/') => context_dir.join(f),
             Some(f) => PathBuf::from(f),
             None => context_dir.join("Dockerfile"),
         };
@@ -415,7 +420,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let mut warned = Vec::new();
     for w in lowerings.iter().flat_map(|l| &l.warnings) {
         if !warned.contains(w) {
-            eprintln!("{}", dockerfile_warning(&shown_path, w.line, &w.message));
+            sink.send(ProgressEvent::Warning { message: dockerfile_warning(&shown_path, w.line, &w.message) });
             warned.push(w.clone());
         }
     }

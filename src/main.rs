@@ -14,6 +14,7 @@ mod housekeeping;
 mod outputs;
 mod progress;
 mod prune;
+mod remote_context;
 mod resolve;
 mod tty;
 mod verify;

@@ -265,7 +265,9 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
             names.set(&full, &image).map_err(|e| Failure::build(format!("error: naming {full}: {e}")))?;
         }
         if args.tags.is_empty() && specs.is_empty() {
-            eprintln!("warning: no output specified and no -t given: the result is only in the build cache");
+            req.progress.send(ProgressEvent::Warning {
+                message: "warning: no output specified and no -t given: the result is only in the build cache".into(),
+            });
         }
     }
     for s in specs.iter().filter(|s| s.kind == "oci") {

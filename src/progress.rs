@@ -34,6 +34,8 @@ pub async fn print(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>)
     let start = Instant::now();
     let mut numbers: HashMap<String, usize> = HashMap::new();
     let mut summary = Summary::default();
+    // Warnings wait until the live view's last frame, or it would draw over them.
+    let mut warnings: Vec<String> = Vec::new();
     let mut tty = if mode == ProgressMode::Tty { Some(crate::tty::TtyView::new()) } else { None };
     let stderr = std::io::stderr();
     // The live view redraws on a timer too: running steps' timers tick, and an event
@@ -59,15 +61,26 @@ pub async fn print(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>)
             _ => {}
         }
         match mode {
-            ProgressMode::Quiet => {}
+            ProgressMode::Quiet => {
+                if let ProgressEvent::Warning { message } = &ev {
+                    let _ = writeln!(stderr.lock(), "{message}");
+                }
+            }
             ProgressMode::Rawjson => {
                 let mut e = stderr.lock();
                 let _ = serde_json::to_writer(&mut e, &ev);
                 let _ = writeln!(e);
             }
             ProgressMode::Tty => {
-                if let Some(t) = tty.as_mut() {
+                if let ProgressEvent::Warning { message } = &ev {
+                    warnings.push(message.clone());
+                } else if let Some(t) = tty.as_mut() {
                     t.event(&ev);
+                }
+            }
+            _ if matches!(ev, ProgressEvent::Warning { .. }) => {
+                if let ProgressEvent::Warning { message } = &ev {
+                    let _ = writeln!(stderr.lock(), "{message}");
                 }
             }
             _ => {
@@ -86,12 +99,17 @@ pub async fn print(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>)
                         None => writeln!(e, "#{n} {name} {}", human_bytes(*current)),
                     },
                     ProgressEvent::Status { name, message, .. } => writeln!(e, "#{n} {name}: {message}"),
+                    ProgressEvent::Warning { message } => writeln!(e, "{message}"),
                 };
             }
         }
     }
     if let Some(t) = tty.as_mut() {
         t.finish();
+        let mut e = stderr.lock();
+        for w in &warnings {
+            let _ = writeln!(e, "{w}");
+        }
     }
     summary.elapsed = start.elapsed();
     summary
@@ -111,6 +129,7 @@ fn vertex_of(ev: &ProgressEvent) -> &str {
         | ProgressEvent::Failed { vertex, .. }
         | ProgressEvent::Transfer { vertex, .. }
         | ProgressEvent::Status { vertex, .. } => vertex,
+        ProgressEvent::Warning { .. } => "",
     }
 }
 

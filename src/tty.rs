@@ -83,6 +83,8 @@ impl TtyView {
             ProgressEvent::Status { vertex, name, .. } | ProgressEvent::Transfer { vertex, name, .. } => {
                 self.step(vertex, name);
             }
+            // Printed after the last frame (see `progress::print`).
+            ProgressEvent::Warning { .. } => return,
         }
         if self.last_draw.elapsed().as_millis() > 80 {
             self.draw();

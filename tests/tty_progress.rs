@@ -354,7 +354,6 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "bug: a warning printed with eprintln! while the live view is drawn (e.g. outputs.rs's \"no output specified\") is overwritten by the next frame"]
 fn a_warning_printed_during_the_build_stays_readable() {
     let Some(env) = test_env() else { return };
     let root = tempfile::tempdir().unwrap();

@@ -28,6 +28,9 @@ pub enum ProgressEvent {
     Transfer { vertex: String, name: String, current: u64, total: Option<u64> },
     /// A free-form status line for a step (e.g. "exporting layers").
     Status { vertex: String, name: String, message: String },
+    /// A warning about the build as a whole (a lint, an unused build arg): printers keep
+    /// it readable while a live view is on screen.
+    Warning { message: String },
 }
 
 mod secs {
