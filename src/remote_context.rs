@@ -118,6 +118,7 @@ pub async fn fetch(spec: &str, dir: &Path) -> Result<Fetched, String> {
         return Err(format!("{spec}: unsupported URL scheme (https://, http://, git@, git://, ssh://)"));
     }
     let download = dir.join("download");
+    strata_oci::registry::transport::install_tls_provider();
     let client = reqwest::Client::builder()
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
         .build()

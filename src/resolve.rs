@@ -60,7 +60,11 @@ impl Resolver {
     }
 
     fn remember(&self, reference: &str, platform: &Platform, manifest_digest: &str) {
-        let _ = strata_oci::store::write_atomic(&self.remembered_path(reference, platform), manifest_digest.as_bytes());
+        let path = self.remembered_path(reference, platform);
+        if std::fs::read_to_string(&path).is_ok_and(|d| d.trim() == manifest_digest) {
+            return;
+        }
+        let _ = strata_oci::store::write_atomic(&path, manifest_digest.as_bytes());
     }
 
     /// A previous resolution whose blobs are all still in the store.

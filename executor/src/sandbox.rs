@@ -102,6 +102,11 @@ impl Runc {
 
     /// Delete containers left by strata processes that are gone.
     pub async fn clean_stale(&self) {
+        // runc keeps one directory per container under its root: none, nothing to ask.
+        let any = std::fs::read_dir(&self.state_dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+        if !any {
+            return;
+        }
         let Ok(out) = tokio::process::Command::new(&self.binary)
             .arg("--root")
             .arg(&self.state_dir)

@@ -39,7 +39,11 @@ impl ImageNames {
         serde_json::from_slice(&bytes).ok().filter(|n: &NamedImage| n.name == name)
     }
 
+    /// Point `name` at `descriptor` (nothing is written when it already does).
     pub fn set(&self, name: &str, descriptor: &Descriptor) -> std::io::Result<()> {
+        if self.get(name).is_some_and(|n| n.descriptor == *descriptor) {
+            return Ok(());
+        }
         let rec = NamedImage { name: name.to_string(), descriptor: descriptor.clone(), created: now_rfc3339() };
         crate::store::write_atomic(&self.path(name), &serde_json::to_vec_pretty(&rec).map_err(std::io::Error::other)?)
     }

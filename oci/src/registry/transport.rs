@@ -222,6 +222,7 @@ impl Transport {
 
     /// The HTTP client for `host` (with its certs.d CAs and client certificate).
     fn client_for_host(&self, host: &str, skip_verify: bool) -> Result<reqwest::Client, RegistryError> {
+        install_tls_provider();
         let key = format!("{host}|{skip_verify}");
         if let Some(c) = self.inner.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(c.clone());
@@ -613,4 +614,16 @@ fn load_certs_dir(dir: &Path) -> Result<(Vec<reqwest::Certificate>, Option<reqwe
         }
     }
     Ok((certs, identity))
+}
+
+/// TLS uses rustls with *ring*'s primitives, whose random numbers come straight from
+/// the kernel (`getrandom`). aws-lc's generator first measures CPU jitter for entropy,
+/// about 50 ms of CPU at every process start — a fully cached build takes less than
+/// twice that. (Digests still use aws-lc: they need no randomness.)
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means a provider is already installed: that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
