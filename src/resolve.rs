@@ -70,10 +70,10 @@ impl Resolver {
     /// A previous resolution whose blobs are all still in the store.
     fn remembered(&self, reference: &str, platform: &Platform) -> Option<ResolvedImage> {
         let digest = std::fs::read_to_string(self.remembered_path(reference, platform)).ok()?;
-        self.from_store(reference, digest.trim()).ok()
+        self.stored_image(reference, digest.trim()).ok()
     }
 
-    fn from_store(&self, reference: &str, manifest_digest: &str) -> Result<ResolvedImage, String> {
+    fn stored_image(&self, reference: &str, manifest_digest: &str) -> Result<ResolvedImage, String> {
         let d: strata_oci::digest::Digest = manifest_digest.parse().map_err(|e| format!("{e}"))?;
         let manifest: strata_oci::image::Manifest =
             serde_json::from_slice(&self.store.read_blob(&d).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
@@ -119,7 +119,9 @@ impl Resolver {
         self.progress.send(ProgressEvent::Started { vertex: vertex.clone(), name: name.clone() });
         let started = std::time::Instant::now();
         let pull = |from: &Reference| {
-            tokio::task::block_in_place(|| self.handle.block_on(self.client.pull_image(from, platform, &self.store)))
+            tokio::task::block_in_place(|| {
+                self.handle.block_on(self.client.pull_image(from, platform, &self.store)).map_err(|e| e.to_string())
+            })
         };
         // Mirrors first, in order; the registry itself when none of them has it.
         let mut pulled = None;

@@ -207,7 +207,7 @@ fn digest_problem(d: &str) -> Option<String> {
 }
 
 fn is_std_base64(s: &str) -> bool {
-    s.len() % 4 == 0
+    s.len().is_multiple_of(4)
         && s.trim_end_matches('=').len() + 2 >= s.len()
         && s.trim_end_matches('=').bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }

@@ -368,7 +368,9 @@ fn hash_entries(
     let failed = std::sync::atomic::AtomicBool::new(false);
     // Small batches from a shared counter: a few big files do not leave a core idle.
     const BATCH: usize = 32;
-    let results: Vec<io::Result<Vec<(usize, Vec<u8>)>>> = std::thread::scope(|s| {
+    // Each worker's (entry index, bytes) pairs, or the first error it met.
+    type WorkerResult = io::Result<Vec<(usize, Vec<u8>)>>;
+    let results: Vec<WorkerResult> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {

@@ -99,7 +99,7 @@ pub fn overlay_supported(scratch: &Path) -> bool {
     let base = scratch.join(format!("overlay-probe-{}", std::process::id()));
     let (l, u, w, m) = (base.join("l"), base.join("u"), base.join("w"), base.join("m"));
     let ok = [&l, &u, &w, &m].iter().all(|d| std::fs::create_dir_all(d).is_ok())
-        && mount_overlay(&[l.clone()], Some((&u, &w)), &m, &l).and_then(|g| g.unmount()).is_ok();
+        && mount_overlay(std::slice::from_ref(&l), Some((&u, &w)), &m, &l).and_then(|g| g.unmount()).is_ok();
     let _ = crate::snapshot::remove_tree(&base);
     ok
 }

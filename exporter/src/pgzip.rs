@@ -192,7 +192,7 @@ mod tests {
         let mut x: u32 = 1;
         while v.len() < n {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 v.extend_from_slice(b"some compressible text line ");
             } else {
                 v.push((x >> 16) as u8);

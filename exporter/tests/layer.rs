@@ -237,7 +237,7 @@ fn whiteouts_and_opaque_dirs_become_wh_entries() {
     // A real device is stored as a device.
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &dir.join("null"),
+        dir.join("null"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),

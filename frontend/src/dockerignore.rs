@@ -487,10 +487,8 @@ fn glob_syntax_ok(pattern: &[u8]) -> bool {
         let mut i = 0;
         while i < rest.len() {
             match rest[i] {
-                b'\\' => {
-                    if i + 1 < rest.len() {
-                        i += 1;
-                    }
+                b'\\' if i + 1 < rest.len() => {
+                    i += 1;
                 }
                 b'[' => in_range = true,
                 b']' => in_range = false,

@@ -18,6 +18,11 @@
 //! assert_eq!(d.to_string(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 //! ```
 
+// Registry and layout errors carry the operation, registry and reference they concern
+// (up to ~190 bytes). They are returned once per failed network or file operation, so
+// their size costs nothing measurable; boxing them would only add allocations.
+#![allow(clippy::result_large_err)]
+
 pub mod digest;
 pub mod image;
 pub mod layout;

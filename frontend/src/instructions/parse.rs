@@ -221,7 +221,7 @@ impl<'a> Request<'a> {
         if self.args.is_empty() {
             return Err(Kind::AtLeastOneArgument(name));
         }
-        if self.args.len() % 3 != 0 {
+        if !self.args.len().is_multiple_of(3) {
             return Err(Kind::TooManyArguments(name));
         }
         let mut out = Vec::with_capacity(self.args.len() / 3);
