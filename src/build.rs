@@ -494,7 +494,9 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             let _ = printer.await;
             return Err(Failure::build("error: the solver returned no result for the target"));
         };
-        images.push(crate::outputs::PlatformImage { layers: result.output.layers().to_vec(), config: l.config });
+        // Without SOURCE_DATE_EPOCH, an unchanged result keeps its first build's timestamps.
+        let config = if epoch.is_none() { crate::created::reuse(&root, &result.cache_key, l.config) } else { l.config };
+        images.push(crate::outputs::PlatformImage { layers: result.output.layers().to_vec(), config });
     }
 
     // Export.

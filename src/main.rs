@@ -8,6 +8,7 @@
 mod build;
 mod cli;
 mod config;
+mod created;
 mod diagnostics;
 mod docker_load;
 mod housekeeping;

@@ -41,6 +41,10 @@ fn hello_example_builds_runs_and_caches() {
     assert!(log.contains("CACHED"), "{log}");
     assert!(!log.lines().any(|l| l.contains(" DONE ") && l.contains("RUN")), "something reran: {log}");
     assert!(log.contains("0 steps run") || log.contains(" 0 step"), "{log}");
+    // ...and gives the same image (its timestamps are the first build's), as BuildKit.
+    let image = |t: &str| t.lines().find_map(|l| l.split(". Image ").nth(1)).map(str::to_string);
+    assert!(image(&text(&o)).is_some(), "{}", text(&o));
+    assert_eq!(image(&text(&o)), image(&log));
 }
 
 #[test]
