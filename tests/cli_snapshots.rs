@@ -292,9 +292,8 @@ fn error_bad_credentials() {
     let (_root, root) = tempdir();
     let tls = env["RIG_TLS_REGISTRY"].as_str();
     let (_ctx, ctx) = context(&[("Dockerfile", &format!("FROM {tls}/library/busybox:latest\nRUN true\n"))]);
-    let (_cfg, cfg) = tempdir();
-    let auth = base64(format!("{}:wrong-password", env["RIG_USER"]).as_bytes());
-    std::fs::write(cfg.join("config.json"), format!(r#"{{"auths":{{"{tls}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+    let cfg_dir = docker_config_with(&[(tls, &env["RIG_USER"], "wrong-password")]);
+    let cfg = cfg_dir.path();
     let o = strata_env(
         &root,
         &["--tls-ca", &env["RIG_CA"], "build", "--progress=plain", ctx.to_str().unwrap()],
@@ -318,16 +317,4 @@ fn error_unknown_flag_and_command() {
     let shown =
         format!("$ strata build --frobnicate .\n{flag}\n$ strata frobnicate\n{command}\n$ strata build --tag\n{value}");
     snapshot!("error_unknown_flag", shown);
-}
-
-fn base64(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            s.push(if i <= c.len() { T[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    s
 }

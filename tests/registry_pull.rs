@@ -19,28 +19,9 @@ fn build_from(root: &std::path::Path, from: &str, extra: &[&str], envs: &[(&str,
     cmd.output().unwrap()
 }
 
+/// A DOCKER_CONFIG directory with one registry's credentials.
 fn docker_config(user: &str, pass: &str, registry: &str) -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    let auth = base64_encode(format!("{user}:{pass}").as_bytes());
-    std::fs::write(d.path().join("config.json"), format!("{{\"auths\":{{\"{registry}\":{{\"auth\":\"{auth}\"}}}}}}"))
-        .unwrap();
-    d
-}
-
-fn base64_encode(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    docker_config_with(&[(registry, user, pass)])
 }
 
 #[test]
