@@ -62,11 +62,9 @@ mod tests {
     #[test]
     fn the_same_result_keeps_its_first_timestamps() {
         let root = tempfile::tempdir().unwrap();
-        let mut first = ImageConfig::default();
-        first.created = Some("2026-01-01T00:00:00Z".into());
+        let first = ImageConfig { created: Some("2026-01-01T00:00:00Z".into()), ..Default::default() };
         let first = reuse(root.path(), &[1; 32], first);
-        let mut later = ImageConfig::default();
-        later.created = Some("2026-02-02T00:00:00Z".into());
+        let later = ImageConfig { created: Some("2026-02-02T00:00:00Z".into()), ..Default::default() };
         assert_eq!(reuse(root.path(), &[1; 32], later.clone()).created, first.created);
         // Another file system: its own timestamps.
         assert_eq!(reuse(root.path(), &[2; 32], later.clone()).created, later.created);

@@ -49,11 +49,12 @@ impl StatCache {
     }
 
     pub fn save(&self) -> io::Result<()> {
-        let mut dirty = self.dirty.lock().expect("stat cache lock");
+        let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         if !*dirty {
             return Ok(());
         }
-        let bytes = serde_json::to_vec(&*self.entries.lock().expect("stat cache lock")).map_err(io::Error::other)?;
+        let bytes =
+            serde_json::to_vec(&*self.entries.lock().unwrap_or_else(|p| p.into_inner())).map_err(io::Error::other)?;
         strata_oci::store::write_atomic(&self.path, &bytes)?;
         *dirty = false;
         Ok(())
@@ -68,7 +69,7 @@ impl StatCache {
             ino: md.ino(),
             hash: String::new(),
         };
-        if let Some(e) = self.entries.lock().expect("stat cache lock").get(rel) {
+        if let Some(e) = self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(rel) {
             if e.size == probe.size
                 && e.mtime_ns == probe.mtime_ns
                 && e.ctime_ns == probe.ctime_ns
@@ -97,7 +98,7 @@ impl StatCache {
             .lock()
             .expect("stat cache lock")
             .insert(rel.to_string(), StatEntry { hash: hash.clone(), ..probe });
-        *self.dirty.lock().expect("stat cache lock") = true;
+        *self.dirty.lock().unwrap_or_else(|p| p.into_inner()) = true;
         Ok(hash)
     }
 }

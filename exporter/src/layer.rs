@@ -559,8 +559,11 @@ impl<W: Write> Walk<'_, W> {
     }
 }
 
+/// Extended attributes as (name, value) pairs.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The xattrs to store (sorted by name) and whether the directory is opaque.
-fn read_xattrs(path: &Path, is_dir: bool) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool), LayerError> {
+fn read_xattrs(path: &Path, is_dir: bool) -> Result<(Xattrs, bool), LayerError> {
     let read_err = |source| LayerError::Read { path: path.to_path_buf(), source };
     let names = match xattr::list(path) {
         Ok(names) => names,

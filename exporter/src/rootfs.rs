@@ -337,12 +337,16 @@ impl Merger<'_> {
 // ---------------------------------------------------------------------------------
 // Into a directory
 
+/// An open destination directory, with the (mode, mtime, nanoseconds) to give it once
+/// its children are written (none for the destination itself).
+type OpenDir = (PathBuf, OwnedFd, Option<(u32, i64, u32)>);
+
 /// Writes the merged tree into a directory, never following a symlink inside it.
 pub struct DirSink {
     dest: PathBuf,
     /// Open directories from the destination down to the current one, with the mode
     /// and mtime to give each once its children are written (none for the destination).
-    stack: Vec<(PathBuf, OwnedFd, Option<(u32, i64, u32)>)>,
+    stack: Vec<OpenDir>,
     is_root: bool,
     /// Device nodes that could not be created (not root).
     pub skipped_devices: u64,

@@ -97,6 +97,10 @@ pub struct LogicalLine {
     pub comments: Vec<String>,
 }
 
+/// The file ended before a heredoc's terminator line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnterminatedHeredoc;
+
 /// The stateful line scanner.
 pub struct Scanner<'a> {
     lines: std::iter::Peekable<std::str::SplitInclusive<'a, char>>,
@@ -262,13 +266,13 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Collect a heredoc body up to its terminator line. `Err(())` when the file ends first.
-    pub fn read_heredoc_body(&mut self, name: &str, chomp: bool) -> Result<String, ()> {
+    /// Collect a heredoc body up to its terminator line; an error when the file ends first.
+    pub fn read_heredoc_body(&mut self, name: &str, chomp: bool) -> Result<String, UnterminatedHeredoc> {
         let mut content = String::new();
         loop {
             let raw = match self.read_physical() {
                 Ok(Some(raw)) => raw,
-                _ => return Err(()),
+                _ => return Err(UnterminatedHeredoc),
             };
             let mut candidate = trim_newline(raw);
             if chomp {

@@ -18,8 +18,10 @@ application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
-/// A parsed index or manifest.
+/// A parsed index or manifest. (One lives per request, briefly: the size difference
+/// between the variants costs nothing, and boxing would only add an allocation.)
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum ManifestDocument {
     Index(Index),
     Manifest(Manifest),
