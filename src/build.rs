@@ -446,6 +446,14 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     }
 
     // Solve.
+    let layer_options = match crate::outputs::layer_options(args, epoch) {
+        Ok(o) => o,
+        Err(e) => {
+            drop(sink);
+            let _ = printer.await;
+            return Err(e);
+        }
+    };
     let runc =
         Runc::locate(cli.runtime.as_deref(), root.join("runc")).map_err(|e| Failure::build(format!("error: {e}")))?;
     runc.clean_stale().await;
@@ -467,6 +475,11 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
     };
+    if solve_opts.jobs > 1 {
+        if let Some(opts) = layer_options {
+            write_layers_ahead(&worker, &store, &graph, &targets, opts);
+        }
+    }
     let scheduler = Scheduler::new(worker.clone(), cache, solve_opts, sink.clone());
     let cancel = scheduler.canceller();
     let ctrl_c = tokio::spawn(async move {
@@ -527,6 +540,39 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Write the image layer of each step of the exported stages as soon as the step is
+/// done, while later steps run, rather than all of them after the last one: the
+/// export then finds them written (or waits for the one still being written).
+fn write_layers_ahead(
+    worker: &Arc<LocalWorker>,
+    store: &strata_oci::store::BlobStore,
+    graph: &strata_solver::graph::Graph,
+    targets: &[strata_solver::graph::NodeId],
+    opts: strata_exporter::image::ExportOptions,
+) {
+    let chain: std::collections::HashSet<_> = targets.iter().flat_map(|t| graph.layer_chain(t)).collect();
+    let snapshots = worker.snapshots().clone();
+    let store = store.clone();
+    let opts = Arc::new(opts);
+    worker.on_layer(Arc::new(move |node, layer| {
+        if !chain.contains(node) {
+            return;
+        }
+        let input = strata_exporter::image::LayerInput {
+            dir: snapshots.layer_dir(layer),
+            meta_dir: snapshots.root().join(&layer.0),
+            source: None,
+        };
+        let (store, opts) = (store.clone(), opts.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = strata_exporter::image::ensure_layer(&store, &input, &opts) {
+                // The export writes it again and reports what goes wrong.
+                tracing::debug!(layer = %input.dir.display(), error = %e, "writing a layer ahead failed");
+            }
+        });
+    }));
 }
 
 /// The `--platform` list (comma separated, repeatable), normalised and without

@@ -191,8 +191,8 @@ fn layout_tag(tags: &[String]) -> Option<String> {
     Some(Reference::parse(t).ok().and_then(|r| r.tag).unwrap_or_else(|| "latest".into()))
 }
 
-pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
-    let args = req.args;
+/// The `-o`/`--push` outputs of a build, checked.
+fn output_specs(args: &BuildArgs) -> Result<Vec<OutputSpec>> {
     let mut specs: Vec<OutputSpec> = args.outputs.iter().map(|s| parse_output(s)).collect::<Result<_>>()?;
     if args.push {
         specs.push(OutputSpec { kind: "registry".into(), attrs: BTreeMap::new() });
@@ -218,6 +218,12 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
             return Err(Failure::usage(format!("error: type={} needs dest={what}", s.kind)));
         }
     }
+    Ok(specs)
+}
+
+/// How the image's layers are written: the options of the first output, gzip when the
+/// image is pushed and no compression was asked for.
+fn image_options(args: &BuildArgs, specs: &[OutputSpec], epoch: Option<i64>) -> Result<ExportOptions> {
     let mut annotations = BTreeMap::new();
     for a in &args.annotations {
         let (k, v) = a
@@ -226,9 +232,27 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         annotations.insert(k.trim_start_matches("manifest:").to_string(), v.to_string());
     }
     let default_spec = OutputSpec { kind: "image".into(), attrs: BTreeMap::new() };
-    let opts = export_options(Some(specs.first().unwrap_or(&default_spec)), req.epoch, annotations)?;
+    let opts = export_options(Some(specs.first().unwrap_or(&default_spec)), epoch, annotations)?;
+    let push_to = push_targets(specs, args)?;
+    compress_for_push(opts, specs.first(), !push_to.is_empty())
+}
+
+/// The options the build's image layers will be written with, known before the build
+/// so layers can be written while it runs; `None` when no output has layers (only
+/// `type=local` / `type=tar`). Bad outputs are reported here, before anything is built.
+pub fn layer_options(args: &BuildArgs, epoch: Option<i64>) -> Result<Option<ExportOptions>> {
+    let specs = output_specs(args)?;
+    let opts = image_options(args, &specs, epoch)?;
+    let layered =
+        specs.is_empty() || specs.iter().any(|s| matches!(s.kind.as_str(), "image" | "oci" | "docker" | "registry"));
+    Ok(layered.then_some(opts))
+}
+
+pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
+    let args = req.args;
+    let specs = output_specs(args)?;
+    let opts = image_options(args, &specs, req.epoch)?;
     let push_to = push_targets(&specs, args)?;
-    let opts = compress_for_push(opts, specs.first(), !push_to.is_empty())?;
     let vertex = "export".to_string();
     let name = "exporting to image".to_string();
     req.progress.send(ProgressEvent::Started { vertex: vertex.clone(), name: name.clone() });

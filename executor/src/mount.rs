@@ -8,8 +8,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rustix::mount::{
-    fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags, MountAttrFlags,
-    MoveMountFlags, UnmountFlags,
+    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags,
+    MountAttrFlags, MoveMountFlags, UnmountFlags,
 };
 
 /// A mounted file system; unmounted (lazily) when dropped.
@@ -75,6 +75,13 @@ fn mount_overlay_fsconfig(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, tar
     if let Some((up, work)) = upper {
         fsconfig_set_string(&fs, "upperdir", up)?;
         fsconfig_set_string(&fs, "workdir", work)?;
+        // No syncs of the upper file system (and none on unmount, which otherwise
+        // writes back everything the step wrote before the snapshot is committed): a
+        // snapshot is a cache, rebuilt if a machine crash loses it, as its blobs are
+        // fsynced where they are stored. Kernels before 5.10 lack it.
+        if let Err(e) = fsconfig_set_flag(&fs, "volatile") {
+            tracing::debug!("overlay without volatile: {e}");
+        }
     }
     fsconfig_create(&fs)?;
     let flags = if upper.is_some() { MountAttrFlags::empty() } else { MountAttrFlags::MOUNT_ATTR_RDONLY };

@@ -58,10 +58,32 @@ pub fn remove_tree(p: &Path) -> io::Result<()> {
     }
 }
 
+/// Ask ext4 to place each snapshot directory (and so the files under it) in a block
+/// group of its own (`chattr +T`, the Orlov allocator's "top directory" hint).
+///
+/// Without it a new snapshot lands in the groups of the snapshots deleted just before
+/// (a pruned or removed root), and on ext4 without a journal every inode allocation
+/// then scans past each recently deleted inode of the group: creating 30 000 files
+/// took 30 s instead of 4 s. Best effort: other file systems don't have the flag.
+fn spread_children(dir: &Path) {
+    use rustix::fs::{ioctl_getflags, ioctl_setflags, IFlags};
+    let Ok(fd) =
+        rustix::fs::open(dir, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty())
+    else {
+        return;
+    };
+    if let Ok(flags) = ioctl_getflags(&fd) {
+        if !flags.contains(IFlags::TOPDIR) {
+            let _ = ioctl_setflags(&fd, flags | IFlags::TOPDIR);
+        }
+    }
+}
+
 impl Snapshots {
     pub fn open(store_root: &Path) -> io::Result<Self> {
         let root = store_root.join("snapshots");
         fs::create_dir_all(&root)?;
+        spread_children(&root);
         fs::create_dir_all(root.join("empty"))?;
         Ok(Snapshots { root })
     }

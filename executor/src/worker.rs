@@ -47,7 +47,12 @@ pub struct LocalWorker {
     snapshots: Snapshots,
     stat_caches: Mutex<HashMap<String, Arc<StatCache>>>,
     unpack_lock: tokio::sync::Mutex<()>,
+    layer_hook: std::sync::OnceLock<LayerHook>,
 }
+
+/// Told of each snapshot a step commits (the step, its new layer), as soon as it is
+/// committed: the build uses it to write image layers while later steps run.
+pub type LayerHook = Arc<dyn Fn(&NodeId, &LayerId) + Send + Sync>;
 
 /// Remembered beside an image layer's snapshot: the blob it came from.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -74,7 +79,13 @@ impl LocalWorker {
             snapshots,
             stat_caches: Mutex::new(HashMap::new()),
             unpack_lock: tokio::sync::Mutex::new(()),
+            layer_hook: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Set the hook told of every committed step snapshot (once per worker).
+    pub fn on_layer(&self, hook: LayerHook) {
+        let _ = self.layer_hook.set(hook);
     }
 
     pub fn snapshots(&self) -> &Snapshots {
@@ -428,6 +439,9 @@ impl LocalWorker {
     fn finish_layer(&self, id: NodeId, work: WorkDir, mut base: Vec<LayerId>) -> Result<Output, WorkerError> {
         let layer = Self::new_layer_id(&id);
         self.snapshots.commit(work, &layer).map_err(werr("committing a snapshot"))?;
+        if let Some(hook) = self.layer_hook.get() {
+            hook(&id, &layer);
+        }
         base.push(layer);
         Ok(Output::Layers(base))
     }
@@ -446,6 +460,7 @@ impl LocalWorker {
         };
         let extra = (self.cfg.patterns)(&op.exclude).map_err(WorkerError::Other)?;
         let merged = work.merged();
+        let upper = work.upper();
         let op2 = op.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
             let owner = match &op2.chown {
@@ -465,6 +480,7 @@ impl LocalWorker {
                 owner,
                 exclude: &ignore_fn,
                 source_is_context: is_context,
+                dest_upper: Some(&upper),
             };
             crate::copy::copy_with_source_excludes(&req, &extra_fn).map(|_| ()).map_err(WorkerError::other)
         })

@@ -57,7 +57,15 @@ fn run_with(
     exclude: &dyn Fn(&str, bool) -> bool,
     ctx: bool,
 ) -> Result<CopyStats, CopyError> {
-    copy(&CopyRequest { src_root: &e.src, dest_root: &e.dst, op, owner, exclude, source_is_context: ctx })
+    copy(&CopyRequest {
+        src_root: &e.src,
+        dest_root: &e.dst,
+        op,
+        owner,
+        exclude,
+        source_is_context: ctx,
+        dest_upper: None,
+    })
 }
 
 fn write(p: &Path, data: &str) {
@@ -628,6 +636,7 @@ fn source_relative_excludes_like_buildkit() {
         owner: None,
         exclude: &no_exclude,
         source_is_context: true,
+        dest_upper: None,
     };
     // `--exclude=*.mp3` matches `a.mp3` (relative to dir3), not `sub/b.mp3`.
     copy_with_source_excludes(&req, &|p, _| !p.contains('/') && p.ends_with(".mp3")).unwrap();
@@ -835,6 +844,7 @@ fn conformance_copy_semantics() {
             owner,
             exclude: &no_exclude,
             source_is_context: true,
+            dest_upper: None,
         })
         .unwrap()
     };
@@ -893,6 +903,7 @@ fn conformance_add_archive() {
             owner: None,
             exclude: &no_exclude,
             source_is_context: true,
+            dest_upper: None,
         })
         .unwrap()
     };

@@ -112,6 +112,60 @@ fn oci_media_type(docker: &str) -> String {
     }
 }
 
+/// The blob of one layer with these options: a base layer's own, the one written
+/// before (remembered beside the snapshot), or a new one. `None` for an empty diff.
+///
+/// Safe to call for the same layer from several threads or processes at once (the
+/// build writes layers ahead while later steps run): one writes, the others wait
+/// for it and reuse its blob.
+pub fn ensure_layer(store: &BlobStore, l: &LayerInput, opts: &ExportOptions) -> Result<Option<LayerBlob>, ExportError> {
+    if let Some(src) = &l.source {
+        let mut b = src.clone();
+        b.media_type =
+            if opts.oci_media_types { oci_media_type(&b.media_type) } else { docker_media_type(&b.media_type) };
+        return Ok(Some(b));
+    }
+    if dir_is_empty(&l.dir) {
+        return Ok(None);
+    }
+    let key = options_key(opts);
+    if let Some(b) = cached_blob(&l.meta_dir, &key, store) {
+        return Ok(Some(b));
+    }
+    let _writing = LayerLock::acquire(&l.meta_dir, &key);
+    if let Some(b) = cached_blob(&l.meta_dir, &key, store) {
+        return Ok(Some(b));
+    }
+    let lo = LayerOptions {
+        compression: opts.compression,
+        source_date_epoch: opts.source_date_epoch,
+        oci_media_types: opts.oci_media_types,
+    };
+    let b = write_layer(&l.dir, store, &lo)?;
+    remember_blob(&l.meta_dir, &key, &b);
+    Ok(Some(b))
+}
+
+/// An exclusive `flock` on the file naming one layer blob being written; released on
+/// drop (or when the process dies). Without it (no lock file possible) writers may
+/// both write: the results are identical, so that is only wasted work.
+struct LayerLock {
+    _file: Option<std::fs::File>,
+}
+
+impl LayerLock {
+    fn acquire(meta: &std::path::Path, key: &str) -> LayerLock {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(meta.join(format!("layer-{key}.lock")))
+            .ok()
+            .filter(|f| rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive).is_ok());
+        LayerLock { _file: file }
+    }
+}
+
 /// Write the layers, config and manifest of an image into the store.
 ///
 /// `config.history` holds one entry per instruction; entries with `empty_layer == false`
@@ -123,32 +177,9 @@ pub fn build_image(
     layers: &[LayerInput],
     opts: &ExportOptions,
 ) -> Result<BuiltImage, ExportError> {
-    let key = options_key(opts);
     let mut blobs: Vec<Option<LayerBlob>> = Vec::with_capacity(layers.len());
     for l in layers {
-        if let Some(src) = &l.source {
-            let mut b = src.clone();
-            b.media_type =
-                if opts.oci_media_types { oci_media_type(&b.media_type) } else { docker_media_type(&b.media_type) };
-            blobs.push(Some(b));
-            continue;
-        }
-        if dir_is_empty(&l.dir) {
-            blobs.push(None);
-            continue;
-        }
-        if let Some(b) = cached_blob(&l.meta_dir, &key, store) {
-            blobs.push(Some(b));
-            continue;
-        }
-        let lo = LayerOptions {
-            compression: opts.compression,
-            source_date_epoch: opts.source_date_epoch,
-            oci_media_types: opts.oci_media_types,
-        };
-        let b = write_layer(&l.dir, store, &lo)?;
-        remember_blob(&l.meta_dir, &key, &b);
-        blobs.push(Some(b));
+        blobs.push(ensure_layer(store, l, opts)?);
     }
     // Align history with the layers.
     let mut layer_iter = blobs.iter();

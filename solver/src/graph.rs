@@ -257,6 +257,30 @@ impl Graph {
         self.nodes.get(id)
     }
 
+    /// The nodes whose own layer is part of `target`'s file system: the steps of its
+    /// stage, down its root file system input, through every input of a merge
+    /// (`COPY --link`), not the stages it only copies from or mounts.
+    pub fn layer_chain(&self, target: &NodeId) -> Vec<NodeId> {
+        let mut chain = Vec::new();
+        let mut stack = vec![*target];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let Some(node) = self.get(&id) else { continue };
+            match node.op {
+                Op::Exec(_) | Op::Copy(_) | Op::MkFile { .. } | Op::Mkdir { .. } => {
+                    chain.push(id);
+                    stack.extend(node.inputs.first().copied());
+                }
+                Op::Merge => stack.extend(node.inputs.iter().copied()),
+                _ => {}
+            }
+        }
+        chain
+    }
+
     /// The nodes `target` depends on (itself included), dependencies first.
     pub fn closure(&self, target: NodeId) -> Vec<NodeId> {
         let mut order = Vec::new();

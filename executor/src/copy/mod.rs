@@ -90,6 +90,7 @@
 //!     owner: None,
 //!     exclude: &|path, _is_dir| path == "target" || path.starts_with("target/"),
 //!     source_is_context: true,
+//!     dest_upper: None,
 //! })?;
 //! println!("{} files, {} bytes", stats.files, stats.bytes);
 //! # Ok(()) }
@@ -113,7 +114,7 @@ use strata_solver::graph::CopyOp;
 use crate::chmod::{Chmod, ChmodError};
 use glob::{contains_wildcards, split_wildcards, PathPattern, SegmentPattern};
 use root::{clean, file_type, list_dir, rel_str, show, Comps, DirSpec, ResolveError, Resolved, Root, MAX_DEPTH};
-use tree::{times_of, Copier, Paths};
+use tree::{times_of, Copier, Paths, Place};
 
 pub use owner::resolve_chown;
 
@@ -135,6 +136,9 @@ pub struct CopyRequest<'a> {
     pub exclude: &'a dyn Fn(&str, bool) -> bool,
     /// The source is the build context (owners become 0:0 without `--chown`).
     pub source_is_context: bool,
+    /// When `dest_root` is an overlay mount: its upper directory, where the contents of
+    /// directories the copy creates are written directly.
+    pub dest_upper: Option<&'a Path>,
 }
 
 /// What a copy did.
@@ -242,6 +246,14 @@ pub fn copy_with_source_excludes(
         path: req.dest_root.display().to_string(),
         source,
     })?;
+    let upper = match req.dest_upper {
+        Some(path) => Some(Root::open(path).map_err(|source| CopyError::Io {
+            op: "opening the destination's upper directory",
+            path: path.display().to_string(),
+            source,
+        })?),
+        None => None,
+    };
     let owner = match (req.owner, &op.chown) {
         (Some(o), _) => Some(o),
         (None, Some(c)) => Some(owner::resolve_chown_in(&dst, c)?),
@@ -286,6 +298,8 @@ pub fn copy_with_source_excludes(
             source_exclude,
             links: HashMap::new(),
             stats: CopyStats::default(),
+            pool: None,
+            upper: upper.as_ref(),
         },
         op,
         dest_comps,
@@ -657,7 +671,7 @@ impl Executor<'_> {
                 source: e.into(),
             })?;
             p.dst_real = target.clone();
-            self.copier.copy_children(sdir.as_fd(), ddir.as_fd(), &mut p, 0)?;
+            self.copier.copy_tree(sdir, ddir, &mut p, Place::EXISTING)?;
             // The top directory existed (or was just created): only its times change.
             self.set_dir_times(&target, &item.stat)?;
             return Ok(());
@@ -677,7 +691,7 @@ impl Executor<'_> {
         })?;
         p.dst_real = parent_real;
         p.dst_real.push(name.clone());
-        self.copier.copy_node(sfd.as_fd(), sname, &item.stat, pfd.as_fd(), name, &mut p, 0)
+        self.copier.copy_node(sfd.as_fd(), sname, &item.stat, pfd.as_fd(), name, &mut p, 0, Place::EXISTING)
     }
 
     /// ADD: extract `item` when it is an archive; `false` when it is not one.
@@ -765,7 +779,7 @@ impl Executor<'_> {
             let mut p = Paths { src_real: sdir_real, rel_start: pivot.real.len(), dst_real: ddir_real };
             p.src_real.push(name.clone());
             p.dst_real.push(name.clone());
-            self.copier.copy_node(sfd.as_fd(), name, &st, dfd.as_fd(), name, &mut p, rel.len())?;
+            self.copier.copy_node(sfd.as_fd(), name, &st, dfd.as_fd(), name, &mut p, rel.len(), Place::EXISTING)?;
         }
         self.set_dir_times(&target, &pivot.stat)
     }
@@ -805,7 +819,7 @@ impl Executor<'_> {
                     path: show(&p.dst_real),
                     source: e.into(),
                 })?;
-                self.copier.apply_meta(sfd.as_fd(), name, &st, dfd.as_fd(), name, &p)?;
+                self.copier.apply_meta(sfd.as_fd(), name, &st, dfd.as_fd(), name, &p, Place::EXISTING)?;
                 self.copier.stats.dirs += 1;
             }
             Ok(d) if file_type(&d) == FileType::Directory => {
