@@ -73,11 +73,14 @@ impl LocalWorker {
         let snapshots = Snapshots::open(&cfg.root).map_err(werr("opening snapshots"))?;
         snapshots.clean_stale();
         clean_stale_shm();
+        // Start reading the contexts' stat caches now, while the build gets going.
+        let stat_caches: HashMap<String, Arc<StatCache>> =
+            cfg.contexts.iter().map(|(name, c)| (name.clone(), Arc::new(StatCache::load(&cfg.root, &c.dir)))).collect();
         Ok(LocalWorker {
             cfg,
             store,
             snapshots,
-            stat_caches: Mutex::new(HashMap::new()),
+            stat_caches: Mutex::new(stat_caches),
             unpack_lock: tokio::sync::Mutex::new(()),
             layer_hook: std::sync::OnceLock::new(),
         })
