@@ -324,27 +324,39 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         };
         secrets.insert(id, source);
     }
+    // An agent socket is passed on; key files are served by an agent of the build's own.
     let mut ssh = HashMap::new();
+    let mut key_agents = Vec::new();
     for s in &args.ssh {
-        let (id, path) = match s.split_once('=') {
-            Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+        let (id, paths) = match s.split_once('=') {
+            Some((id, p)) => (id.to_string(), p.split(',').map(PathBuf::from).collect::<Vec<_>>()),
             None => (
                 s.clone(),
-                std::env::var_os("SSH_AUTH_SOCK")
+                vec![std::env::var_os("SSH_AUTH_SOCK")
                     .map(PathBuf::from)
-                    .ok_or_else(|| Failure::usage("error: --ssh default: SSH_AUTH_SOCK is not set"))?,
+                    .ok_or_else(|| Failure::usage("error: --ssh default: SSH_AUTH_SOCK is not set"))?],
             ),
         };
-        let is_socket = std::fs::metadata(&path)
-            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-            .unwrap_or(false);
-        if !is_socket {
-            return Err(Failure::usage(format!(
-                "error: --ssh {s}: {} is not an agent socket (key files are not supported yet)",
-                path.display()
-            )));
+        let is_socket = |p: &PathBuf| {
+            std::fs::metadata(p).map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())).unwrap_or(false)
+        };
+        if let [one] = paths.as_slice() {
+            if is_socket(one) {
+                ssh.insert(id, one.clone());
+                continue;
+            }
         }
-        ssh.insert(id, path);
+        for p in &paths {
+            if !p.is_file() {
+                return Err(Failure::usage(format!(
+                    "error: --ssh {s}: {} is neither an agent socket nor a key file",
+                    p.display()
+                )));
+            }
+        }
+        let agent = crate::ssh_keys::KeyAgent::start(&id, &paths).map_err(|e| Failure::usage(format!("error: {e}")))?;
+        ssh.insert(id, agent.socket.clone());
+        key_agents.push(agent);
     }
 
     let network = match args.network.as_str() {
@@ -388,7 +400,8 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         Some("never") => PullPolicy::Never,
         Some(other) => return Err(Failure::usage(format!("error: --pull={other}: expected always, missing or never"))),
     };
-    let mut resolver = Resolver::new(client.clone(), store.clone(), root.clone(), policy, sink.clone());
+    let pull_client = if policy == PullPolicy::Always { client.clone().refetching() } else { client.clone() };
+    let mut resolver = Resolver::new(pull_client, store.clone(), root.clone(), policy, sink.clone());
     resolver.mirrors = cli.settings.registry.mirrors.clone();
     let mut lowerings = Vec::with_capacity(platforms.len());
     for platform in &platforms {
@@ -425,6 +438,8 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         }
     }
     let targets: Vec<_> = lowerings.iter().map(|l| l.target).collect();
+    let step_lines: BTreeMap<String, usize> =
+        lowerings.iter().flat_map(|l| l.step_lines.iter().map(|(k, v)| (k.clone(), *v))).collect();
     let mut graph = strata_solver::graph::Graph::default();
     for l in &lowerings {
         graph.merge(l.graph.clone());
@@ -496,7 +511,12 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             drop(scheduler);
             drop(sink);
             let _ = printer.await;
-            return Err(Failure::build(format_solve_error(&e)));
+            let mut message = format_solve_error(&e);
+            if let Some(line) = step_lines.get(&e.step) {
+                message.push('\n');
+                message.push_str(&crate::diagnostics::step_location(&shown_path, &source_text, *line));
+            }
+            return Err(Failure::build(message));
         }
     };
     let mut images = Vec::with_capacity(lowerings.len());

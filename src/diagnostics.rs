@@ -25,6 +25,21 @@ pub fn dockerfile_error(
     out
 }
 
+/// Where a failed step comes from, as BuildKit shows it: the file and line, then the
+/// instruction (marked) after the line before it.
+pub fn step_location(file: &Path, source: &str, line: usize) -> String {
+    let lines: Vec<&str> = source.lines().collect();
+    let Some(text) = line.checked_sub(1).and_then(|i| lines.get(i)) else {
+        return format!("{}:{line}", file.display());
+    };
+    let mut out = format!("{}:{line}\n--------------------\n", file.display());
+    if let Some(before) = line.checked_sub(2).and_then(|i| lines.get(i)) {
+        out.push_str(&format!(" {:>3} |     {before}\n", line - 1));
+    }
+    out.push_str(&format!(" {line:>3} | >>> {text}\n--------------------"));
+    out
+}
+
 /// Format a warning located in a Dockerfile.
 pub fn dockerfile_warning(file: &Path, line: Option<usize>, message: &str) -> String {
     match line {

@@ -17,6 +17,7 @@ mod progress;
 mod prune;
 mod remote_context;
 mod resolve;
+mod ssh_keys;
 mod tty;
 mod verify;
 

@@ -99,6 +99,8 @@ fn failing_run_exits_1_and_names_the_step() {
     assert!(log.contains("RUN echo about-to-fail && false"), "{log}");
     assert!(log.contains("exit code: 1"), "{log}");
     assert!(log.contains("about-to-fail"), "last output lines shown: {log}");
+    assert!(log.contains("Dockerfile:2\n"), "the error names the file and line: {log}");
+    assert!(log.contains("   2 | >>> RUN echo about-to-fail && false"), "the instruction is shown: {log}");
     assert!(!log.contains("panicked"), "{log}");
 }
 

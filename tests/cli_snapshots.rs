@@ -229,11 +229,20 @@ fn error_missing_copy_source() {
     let (_ctx, ctx) = context(&[("Dockerfile", "FROM busybox\nRUN echo ok\nCOPY nothere.txt /x\n")]);
     let bb = busybox_context(&env);
     let o = strata_env(&root, &["build", "--progress=plain", "--build-context", &bb, ctx.to_str().unwrap()], &[]);
-    // The step names the instruction; the Dockerfile's file:line is not shown for
-    // errors found while solving (reported, see the issue).
-    let err = check_failure(&o, 1, &["[3/3] COPY nothere.txt /x", "\"/nothere.txt\": not found"]);
-    assert!(err.lines().last().unwrap().starts_with("ERROR: failed to solve: [3/3] COPY nothere.txt /x"), "{err}");
-    let shown = replace_all(&err, &[(&env["RIG_BUSYBOX_LAYOUT"], "[BUSYBOX]")]);
+    // The step names the instruction, then where it is in the Dockerfile.
+    let df = ctx.join("Dockerfile").display().to_string();
+    let err = check_failure(
+        &o,
+        1,
+        &[
+            "[3/3] COPY nothere.txt /x",
+            "\"/nothere.txt\": not found",
+            &format!("{df}:3\n"),
+            "   3 | >>> COPY nothere.txt /x",
+        ],
+    );
+    assert!(err.contains("\nERROR: failed to solve: [3/3] COPY nothere.txt /x"), "{err}");
+    let shown = replace_all(&err, &[(&env["RIG_BUSYBOX_LAYOUT"], "[BUSYBOX]"), (ctx.to_str().unwrap(), "[CTX]")]);
     snapshot!("error_missing_copy_source", shown);
 }
 
@@ -250,7 +259,7 @@ fn error_failing_run() {
         &["[2/3] RUN echo about-to-fail && exit 3", "exit code: 3", " > about-to-fail", "ERROR: failed to solve"],
     );
     assert!(!err.contains("echo never"), "the next step never started:\n{err}");
-    let shown = replace_all(&err, &[(&env["RIG_BUSYBOX_LAYOUT"], "[BUSYBOX]")]);
+    let shown = replace_all(&err, &[(&env["RIG_BUSYBOX_LAYOUT"], "[BUSYBOX]"), (ctx.to_str().unwrap(), "[CTX]")]);
     snapshot!("error_failing_run", shown);
 }
 

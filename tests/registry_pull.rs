@@ -125,3 +125,39 @@ fn wrong_password_and_missing_tag_fail_with_exit_1_naming_registry_and_reference
     let t = text(&o);
     assert!(t.contains("no-such-tag") && t.contains(reg.as_str()), "{t}");
 }
+
+/// `--pull=always` downloads the base image's blobs again (verified) instead of trusting
+/// the store; the default (`missing`) only re-resolves the tag and reuses them.
+#[test]
+fn pull_always_downloads_the_blobs_again() {
+    let Some(env) = test_env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let from = format!("{}/library/busybox:latest", env["RIG_REGISTRY"]);
+    let o = build_from(root.path(), &from, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Damage every stored blob larger than a config (the layers): a build that trusts
+    // the store leaves them so; one that downloads again puts the right bytes back.
+    let blobs = root.path().join("blobs/sha256");
+    let damaged: Vec<std::path::PathBuf> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 100_000)
+        .collect();
+    assert!(!damaged.is_empty(), "no layer blob in {}", blobs.display());
+    for p in &damaged {
+        std::fs::write(p, b"damaged").unwrap();
+    }
+    let o = build_from(root.path(), &from, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    for p in &damaged {
+        assert_eq!(std::fs::read(p).unwrap(), b"damaged", "--pull=missing downloaded {} again", p.display());
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {from}\nRUN uname -m > /arch\n")).unwrap();
+    let o = strata(root.path(), &["build", "--progress=plain", "--pull=always", ctx.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for p in &damaged {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(sha256_file(p), format!("sha256:{name}"), "--pull=always did not download {} again", p.display());
+    }
+}

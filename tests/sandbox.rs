@@ -49,6 +49,24 @@ fn run_has_no_mount_or_module_capabilities() {
 }
 
 #[test]
+fn security_insecure_needs_the_entitlement_and_then_has_every_capability() {
+    if test_env().is_none() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    // With the entitlement: CAP_SYS_ADMIN is there and mount(2) works.
+    let df = "FROM busybox\nRUN --security=insecure mkdir -p /m && mount -t tmpfs none /m && umount /m && \\\n    caps=$(grep CapEff /proc/self/status | cut -f2) && [ $(( 0x$caps >> 21 & 1 )) -eq 1 ]\n";
+    let (o, _ctx) = build(root.path(), df, &["--allow", "security.insecure"]);
+    assert!(o.status.success(), "insecure RUN was still confined: {}", text(&o));
+    // Without it the build is refused, naming the entitlement, before anything runs.
+    let (o, _ctx) = build(root.path(), df, &[]);
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert!(log.contains("security.insecure"), "{log}");
+    assert!(!log.contains("RUN --security=insecure mkdir") || !log.contains(" DONE "), "{log}");
+}
+
+#[test]
 fn network_none_has_no_network() {
     let Some(env) = test_env() else { return };
     let root = tempfile::tempdir().unwrap();
@@ -91,4 +109,58 @@ fn secret_never_reaches_the_store() {
     // Layers are gzipped in the layout: search the uncompressed streams too.
     let zgrep = Command::new("sh").arg("-c").arg(format!("for f in {}/blobs/sha256/*; do (zcat -f \"$f\" 2>/dev/null || cat \"$f\") | grep -a -c '{value}' ; done | grep -v '^0$' || true", work.path().display())).output().unwrap();
     assert!(String::from_utf8_lossy(&zgrep.stdout).trim().is_empty(), "secret found in the exported image");
+}
+
+/// `--ssh default=KEYFILE`: the key is served by an agent of the build's own while the
+/// build runs (a RUN sees its socket), and the agent is gone afterwards.
+#[test]
+fn ssh_key_file_is_served_by_an_agent_during_the_build() {
+    let Some(env) = test_env() else { return };
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id");
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "strata-test", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen (openssh-client, installed by tests/setup)");
+    assert!(o.status.success(), "{}", text(&o));
+    let public = std::fs::read_to_string(keys.path().join("id.pub")).unwrap();
+    let public_blob = public.split_whitespace().nth(1).unwrap().to_string();
+
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && sleep 4\n",
+    )
+    .unwrap();
+    let bb = busybox_context(&env);
+    let ssh_arg = format!("default={}", key.display());
+    let child = Command::new(strata_bin())
+        .arg("--root")
+        .arg(root.path())
+        .args(["build", "--progress=plain", "--build-context", &bb, "--ssh", &ssh_arg])
+        .arg(ctx.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("strata-ssh-{}-0", child.id()));
+    let socket = dir.join("agent.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let listed = Command::new("ssh-add").arg("-L").env("SSH_AUTH_SOCK", &socket).output().unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains(&public_blob), "the agent does not hold the key: {listed:?}");
+    assert!(!dir.exists(), "the agent's socket directory outlived the build");
+
+    // Neither a socket nor a file: bad usage, named.
+    let o = strata(root.path(), &["build", "--ssh", "default=/nonexistent/key", ctx.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("/nonexistent/key"), "{}", text(&o));
 }

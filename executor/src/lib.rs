@@ -6,6 +6,7 @@
 //!   written outside the root; whiteouts turned into overlayfs form).
 pub mod chmod;
 pub mod context;
+pub mod copied_root;
 pub mod copy;
 pub mod emulation;
 pub mod mount;

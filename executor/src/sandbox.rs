@@ -347,53 +347,64 @@ fn build_config(rootfs: &Path, etc: &Path, spec: &SandboxSpec) -> Result<Spec, S
     Ok(config)
 }
 
+/// Every capability this process can hand on (its bounding set), as BuildKit's
+/// `--security=insecure` gives (containerd's `WithAllCurrentCapabilities`): asking runc
+/// for one outside it fails the step ("unable to apply caps").
 fn all_capabilities() -> std::collections::HashSet<Capability> {
     use Capability::*;
-    [
-        AuditControl,
-        AuditRead,
-        AuditWrite,
-        BlockSuspend,
-        Bpf,
-        CheckpointRestore,
-        Chown,
-        DacOverride,
-        DacReadSearch,
-        Fowner,
-        Fsetid,
-        IpcLock,
-        IpcOwner,
-        Kill,
-        Lease,
-        LinuxImmutable,
-        MacAdmin,
-        MacOverride,
-        Mknod,
-        NetAdmin,
-        NetBindService,
-        NetBroadcast,
-        NetRaw,
-        Perfmon,
-        Setgid,
-        Setfcap,
-        Setpcap,
-        Setuid,
-        SysAdmin,
-        SysBoot,
-        SysChroot,
-        SysModule,
-        SysNice,
-        SysPacct,
-        SysPtrace,
-        SysRawio,
-        SysResource,
-        SysTime,
-        SysTtyConfig,
-        Syslog,
-        WakeAlarm,
-    ]
-    .into_iter()
-    .collect()
+    // Numbered as in linux/capability.h.
+    let numbered = [
+        (Chown, 0),
+        (DacOverride, 1),
+        (DacReadSearch, 2),
+        (Fowner, 3),
+        (Fsetid, 4),
+        (Kill, 5),
+        (Setgid, 6),
+        (Setuid, 7),
+        (Setpcap, 8),
+        (LinuxImmutable, 9),
+        (NetBindService, 10),
+        (NetBroadcast, 11),
+        (NetAdmin, 12),
+        (NetRaw, 13),
+        (IpcLock, 14),
+        (IpcOwner, 15),
+        (SysModule, 16),
+        (SysRawio, 17),
+        (SysChroot, 18),
+        (SysPtrace, 19),
+        (SysPacct, 20),
+        (SysAdmin, 21),
+        (SysBoot, 22),
+        (SysNice, 23),
+        (SysResource, 24),
+        (SysTime, 25),
+        (SysTtyConfig, 26),
+        (Mknod, 27),
+        (Lease, 28),
+        (AuditWrite, 29),
+        (AuditControl, 30),
+        (Setfcap, 31),
+        (MacOverride, 32),
+        (MacAdmin, 33),
+        (Syslog, 34),
+        (WakeAlarm, 35),
+        (BlockSuspend, 36),
+        (AuditRead, 37),
+        (Perfmon, 38),
+        (Bpf, 39),
+        (CheckpointRestore, 40),
+    ];
+    let bounding = bounding_set().unwrap_or(u64::MAX);
+    numbered.into_iter().filter(|(_, bit)| bounding & (1u64 << bit) != 0).map(|(c, _)| c).collect()
+}
+
+/// This process's capability bounding set (`CapBnd` of /proc/self/status).
+fn bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// Paths under the root the sandbox mounts over; a missing one is created by runc as

@@ -13,6 +13,55 @@ use strata_solver::worker::LayerId;
 #[derive(Debug, Clone)]
 pub struct Snapshots {
     root: PathBuf,
+    snapshotter: Snapshotter,
+}
+
+/// How a step's root file system (and a read-only view of layers) is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// An overlayfs mount of the layers; the step's diff is its upper directory.
+    Overlay,
+    /// A full copy of the layers, compared afterwards ([`crate::copied_root`]): where
+    /// overlayfs cannot be mounted.
+    Copying,
+}
+
+impl Snapshotter {
+    /// `STRATA_SNAPSHOTTER=overlay|copying` when set; else overlayfs if a probe mount
+    /// under `scratch` works, the copying snapshotter (said in the log) if not.
+    pub fn choose(scratch: &Path) -> Result<Snapshotter, String> {
+        match std::env::var("STRATA_SNAPSHOTTER").as_deref() {
+            Ok("overlay") | Ok("overlayfs") => return Ok(Snapshotter::Overlay),
+            Ok("copying") | Ok("copy") | Ok("native") => return Ok(Snapshotter::Copying),
+            Ok("") | Err(_) => {}
+            Ok(other) => return Err(format!("STRATA_SNAPSHOTTER={other}: expected overlay or copying")),
+        }
+        if crate::mount::overlay_supported(scratch) {
+            Ok(Snapshotter::Overlay)
+        } else {
+            tracing::warn!(
+                "overlayfs cannot be mounted here: using the copying snapshotter (each step copies its whole root file system; slower)"
+            );
+            Ok(Snapshotter::Copying)
+        }
+    }
+}
+
+/// A step's root file system, or a read-only view of layers, while it is in use.
+pub enum StepRoot {
+    Mounted(crate::mount::MountGuard),
+    Copied(crate::copied_root::CopiedRoot),
+}
+
+impl StepRoot {
+    /// Done with it: unmounted, or (a step's copied root) its diff written to the step's
+    /// upper directory and the copy removed.
+    pub fn finish(self) -> io::Result<()> {
+        match self {
+            StepRoot::Mounted(g) => g.unmount(),
+            StepRoot::Copied(c) => c.finish(),
+        }
+    }
 }
 
 /// A step's scratch space: `fs/` (the new layer, an overlay upper dir), `work/`
@@ -85,7 +134,63 @@ impl Snapshots {
         fs::create_dir_all(&root)?;
         spread_children(&root);
         fs::create_dir_all(root.join("empty"))?;
-        Ok(Snapshots { root })
+        Ok(Snapshots { root, snapshotter: Snapshotter::Overlay })
+    }
+
+    /// These snapshots with step roots made by `snapshotter`.
+    pub fn with_snapshotter(mut self, snapshotter: Snapshotter) -> Self {
+        self.snapshotter = snapshotter;
+        self
+    }
+
+    pub fn snapshotter(&self) -> Snapshotter {
+        self.snapshotter
+    }
+
+    /// The root file system of a step in `work` over `lowers` (bottom first), at
+    /// `work.merged()`, writing into `work.upper()`.
+    pub fn step_root(&self, lowers: &[PathBuf], work: &WorkDir) -> io::Result<StepRoot> {
+        match self.snapshotter {
+            Snapshotter::Overlay => crate::mount::mount_overlay(
+                lowers,
+                Some((&work.upper(), &work.work())),
+                &work.merged(),
+                &self.empty_dir(),
+            )
+            .map(StepRoot::Mounted),
+            Snapshotter::Copying => {
+                crate::copied_root::CopiedRoot::step(lowers, &work.merged(), &work.upper()).map(StepRoot::Copied)
+            }
+        }
+    }
+
+    /// A view of `lowers` at `at` whose changes are thrown away (read-only when mounted).
+    pub fn view(&self, lowers: &[PathBuf], at: &Path) -> io::Result<StepRoot> {
+        match self.snapshotter {
+            Snapshotter::Overlay => {
+                crate::mount::mount_overlay(lowers, None, at, &self.empty_dir()).map(StepRoot::Mounted)
+            }
+            Snapshotter::Copying => crate::copied_root::CopiedRoot::view(lowers, at).map(StepRoot::Copied),
+        }
+    }
+
+    /// A writable copy of the directory `src` at `scratch/m` whose writes are thrown
+    /// away (`RUN --mount=type=bind,rw`).
+    pub fn scratch_view(&self, src: &Path, scratch: &Path) -> io::Result<(PathBuf, StepRoot)> {
+        let at = scratch.join("m");
+        for d in ["u", "w", "m"] {
+            fs::create_dir_all(scratch.join(d))?;
+        }
+        let root = match self.snapshotter {
+            Snapshotter::Overlay => StepRoot::Mounted(crate::mount::mount_overlay(
+                &[src.to_path_buf()],
+                Some((&scratch.join("u"), &scratch.join("w"))),
+                &at,
+                &self.empty_dir(),
+            )?),
+            Snapshotter::Copying => StepRoot::Copied(crate::copied_root::CopiedRoot::view(&[src.to_path_buf()], &at)?),
+        };
+        Ok((at, root))
     }
 
     pub fn root(&self) -> &Path {

@@ -15,9 +15,8 @@ use strata_solver::progress::ProgressEvent;
 use strata_solver::worker::{LayerId, Output, Solved, StepContext, Worker, WorkerError};
 
 use crate::context::{selection_hash, ExcludeFn, LocalContext, StatCache};
-use crate::mount::{mount_overlay, MountGuard};
 use crate::sandbox::{ExtraMount, Runc, SandboxSpec};
-use crate::snapshot::{Snapshots, WorkDir};
+use crate::snapshot::{Snapshots, Snapshotter, StepRoot, WorkDir};
 
 /// Builds an exclusion predicate from patterns (`--exclude`), .dockerignore style.
 pub type PatternFactory = Arc<dyn Fn(&[String]) -> Result<ExcludeFn, String> + Send + Sync>;
@@ -71,6 +70,8 @@ impl LocalWorker {
     pub fn new(cfg: WorkerConfig) -> Result<Self, WorkerError> {
         let store = BlobStore::open(&cfg.root).map_err(WorkerError::other)?;
         let snapshots = Snapshots::open(&cfg.root).map_err(werr("opening snapshots"))?;
+        let snapshotter = Snapshotter::choose(snapshots.root()).map_err(WorkerError::Other)?;
+        let snapshots = snapshots.with_snapshotter(snapshotter);
         snapshots.clean_stale();
         clean_stale_shm();
         // Start reading the contexts' stat caches now, while the build gets going.
@@ -123,17 +124,12 @@ impl LocalWorker {
 
     /// A step that writes a layer: its base layers (inputs[0]), a fresh scratch area,
     /// and the overlay of the base with the scratch upper dir mounted at `work.merged()`.
-    fn begin_step(&self, inputs: &[Arc<Solved>]) -> Result<(Vec<LayerId>, WorkDir, MountGuard), WorkerError> {
+    fn begin_step(&self, inputs: &[Arc<Solved>]) -> Result<(Vec<LayerId>, WorkDir, StepRoot), WorkerError> {
         let base = inputs.first().map(|s| s.output.layers().to_vec()).unwrap_or_default();
         let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
-        let root_mount = mount_overlay(
-            &self.layer_dirs(&base),
-            Some((&work.upper(), &work.work())),
-            &work.merged(),
-            &self.snapshots.empty_dir(),
-        )
-        .map_err(werr("mounting the root file system"))?;
-        Ok((base, work, root_mount))
+        let root =
+            self.snapshots.step_root(&self.layer_dirs(&base), &work).map_err(werr("making the root file system"))?;
+        Ok((base, work, root))
     }
 
     fn new_layer_id(id: &NodeId) -> LayerId {
@@ -144,13 +140,12 @@ impl LocalWorker {
     }
 
     /// Mount a read-only view of a solved input; `None` for a local context.
-    fn view(&self, input: &Solved, at: &Path) -> Result<Option<MountGuard>, WorkerError> {
+    fn view(&self, input: &Solved, at: &Path) -> Result<Option<StepRoot>, WorkerError> {
         match &input.output {
             Output::Local(_) => Ok(None),
             Output::Layers(layers) => {
                 std::fs::create_dir_all(at).map_err(werr("creating a mount point"))?;
-                let g = mount_overlay(&self.layer_dirs(layers), None, at, &self.snapshots.empty_dir())
-                    .map_err(werr("mounting a read-only view"))?;
+                let g = self.snapshots.view(&self.layer_dirs(layers), at).map_err(werr("making a read-only view"))?;
                 Ok(Some(g))
             }
         }
@@ -230,7 +225,7 @@ impl LocalWorker {
         }
         let mut env = exec.env.clone();
         let mut mounts = Vec::new();
-        let mut guards: Vec<MountGuard> = Vec::new();
+        let mut guards: Vec<StepRoot> = Vec::new();
         let mut locks: Vec<std::fs::File> = Vec::new();
         let secret_dir = PathBuf::from(format!("/dev/shm/strata-secrets-{}-{}", std::process::id(), id.short()));
         let mut cleanup_secret = false;
@@ -252,17 +247,9 @@ impl LocalWorker {
                     if *readwrite {
                         // Writes are discarded: an overlay with a throw-away upper dir.
                         let scratch = work.dir.join(format!("rw{mi}"));
-                        for d in ["u", "w", "m"] {
-                            std::fs::create_dir_all(scratch.join(d)).map_err(werr("bind mount scratch"))?;
-                        }
-                        let g = mount_overlay(
-                            &[src.clone()],
-                            Some((&scratch.join("u"), &scratch.join("w"))),
-                            &scratch.join("m"),
-                            &self.snapshots.empty_dir(),
-                        )
-                        .map_err(werr("mounting a writable bind"))?;
-                        src = scratch.join("m");
+                        let (at, g) =
+                            self.snapshots.scratch_view(&src, &scratch).map_err(werr("making a writable bind"))?;
+                        src = at;
                         guards.push(g);
                     }
                     let opts = vec!["rbind".to_string(), if *readwrite { "rw" } else { "ro" }.to_string()];
@@ -418,7 +405,7 @@ impl LocalWorker {
         if cleanup_secret {
             let _ = std::fs::remove_dir_all(&secret_dir);
         }
-        root_mount.unmount().map_err(werr("unmounting the root file system"))?;
+        root_mount.finish().map_err(werr("finishing the root file system"))?;
         let outcome = match outcome {
             Ok(o) => o,
             Err(crate::sandbox::SandboxError::Cancelled) => return Err(WorkerError::Cancelled),
@@ -463,7 +450,8 @@ impl LocalWorker {
         };
         let extra = (self.cfg.patterns)(&op.exclude).map_err(WorkerError::Other)?;
         let merged = work.merged();
-        let upper = work.upper();
+        // Writing new directories' contents straight into the upper dir needs overlayfs.
+        let upper = (self.snapshots.snapshotter() == Snapshotter::Overlay).then(|| work.upper());
         let op2 = op.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
             let owner = match &op2.chown {
@@ -483,14 +471,14 @@ impl LocalWorker {
                 owner,
                 exclude: &ignore_fn,
                 source_is_context: is_context,
-                dest_upper: Some(&upper),
+                dest_upper: upper.as_deref(),
             };
             crate::copy::copy_with_source_excludes(&req, &extra_fn).map(|_| ()).map_err(WorkerError::other)
         })
         .await
         .map_err(WorkerError::other)?;
         drop(src_guard);
-        root_mount.unmount().map_err(werr("unmounting the root file system"))?;
+        root_mount.finish().map_err(werr("finishing the root file system"))?;
         result?;
         self.finish_layer(id, work, base)
     }
@@ -535,7 +523,7 @@ impl LocalWorker {
                 _ => Err(WorkerError::Other("not a file op".into())),
             }
         })();
-        root_mount.unmount().map_err(werr("unmounting the root file system"))?;
+        root_mount.finish().map_err(werr("finishing the root file system"))?;
         result?;
         self.finish_layer(id, work, base)
     }

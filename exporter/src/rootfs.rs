@@ -23,7 +23,8 @@
 //! made from it) is the same for the same layers. Two paths that are the same inode in a
 //! layer (a hard link) become a [`EntryKind::HardLink`] to the path seen first. Owners
 //! are not carried: a tar has uid/gid 0, a directory gets the files created by the
-//! exporting user (root for strata). Sockets are skipped; overlay's own xattrs and
+//! exporting user (root for strata) — unless it is a [`DirSink::keeping_owners`] (the
+//! copying snapshotter's root file systems). Sockets are skipped; overlay's own xattrs and
 //! `security.selinux` are not carried, other xattrs (`security.capability`) are.
 //!
 //! # Never outside the destination
@@ -111,6 +112,9 @@ pub struct RootfsEntry {
     pub kind: EntryKind,
     /// Permission bits with setuid/setgid/sticky.
     pub mode: u32,
+    /// Owner in the layer (carried only by a [`DirSink::keeping_owners`]).
+    pub uid: u32,
+    pub gid: u32,
     pub mtime: i64,
     pub mtime_nsec: u32,
     /// The file in its layer (the content of a regular file or hard link).
@@ -326,6 +330,8 @@ impl Merger<'_> {
             path,
             kind,
             mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
             source,
@@ -348,6 +354,9 @@ pub struct DirSink {
     /// and mtime to give each once its children are written (none for the destination).
     stack: Vec<OpenDir>,
     is_root: bool,
+    /// Give entries their owners from the layers (a root file system a step runs on),
+    /// rather than leaving them to the exporting user.
+    keep_owners: bool,
     /// Device nodes that could not be created (not root).
     pub skipped_devices: u64,
 }
@@ -368,8 +377,32 @@ impl DirSink {
             dest: dest.to_path_buf(),
             stack: vec![(PathBuf::new(), fd, None)],
             is_root: rustix::process::geteuid().is_root(),
+            keep_owners: false,
             skipped_devices: 0,
         })
+    }
+
+    /// Entries keep the owners they have in the layers.
+    pub fn keeping_owners(mut self) -> Self {
+        self.keep_owners = true;
+        self
+    }
+
+    /// `name` in the current directory gets `e`'s owner (when owners are kept): before
+    /// its mode, which a change of owner may clear setuid/setgid from.
+    fn own(&self, name: &OsStr, e: &RootfsEntry) -> Result<(), RootfsError> {
+        if !self.keep_owners {
+            return Ok(());
+        }
+        let parent = &self.stack.last().expect("destination open").1;
+        rustix::fs::chownat(
+            parent,
+            name,
+            Some(rustix::fs::Uid::from_raw(e.uid)),
+            Some(rustix::fs::Gid::from_raw(e.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|err| self.werr(&e.path)(err.into()))
     }
 
     /// Give the directories still open their modes and times.
@@ -440,6 +473,10 @@ impl DirSink {
             return Err(err.into_error(&e.source, size));
         }
         copied.map_err(self.werr(&e.path))?;
+        if self.keep_owners {
+            rustix::fs::fchown(&out, Some(rustix::fs::Uid::from_raw(e.uid)), Some(rustix::fs::Gid::from_raw(e.gid)))
+                .map_err(|err| self.werr(&e.path)(err.into()))?;
+        }
         rustix::fs::fchmod(&out, Mode::from_raw_mode(e.mode)).map_err(|err| self.werr(&e.path)(err.into()))?;
         set_xattrs(&out, e);
         rustix::fs::futimens(&out, &timestamps(e.mtime, e.mtime_nsec)).map_err(|err| werr(err.into()))
@@ -475,6 +512,7 @@ impl RootfsSink for DirSink {
                     rustix::fs::mkdirat(parent_fd, name, Mode::from_raw_mode(0o700))
                         .map_err(|err| self.werr(&rel)(err.into()))?;
                 }
+                self.own(name, e)?;
                 let fd = rustix::fs::openat(
                     parent_fd,
                     name,
@@ -507,6 +545,7 @@ impl RootfsSink for DirSink {
                 let parent_fd = &self.stack.last().expect("destination open").1;
                 rustix::fs::symlinkat(target.as_os_str(), parent_fd, name)
                     .map_err(|err| self.werr(&rel)(err.into()))?;
+                self.own(name, e)?;
                 let _ = rustix::fs::utimensat(
                     parent_fd,
                     name,
@@ -539,6 +578,7 @@ impl RootfsSink for DirSink {
                     }
                     return Err(self.werr(&rel)(err.into()));
                 }
+                self.own(name, e)?;
                 rustix::fs::chmodat(parent_fd, name, Mode::from_raw_mode(e.mode), AtFlags::empty())
                     .map_err(|err| self.werr(&rel)(err.into()))?;
                 let _ = rustix::fs::utimensat(

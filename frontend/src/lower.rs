@@ -98,6 +98,9 @@ pub struct Lowered {
     pub warnings: Vec<LowerWarning>,
     /// The stages that will be built, by index.
     pub stages_built: Vec<usize>,
+    /// Each step's progress label → the Dockerfile line of its instruction (errors
+    /// at a step show it).
+    pub step_lines: BTreeMap<String, usize>,
 }
 
 #[derive(Clone)]
@@ -152,6 +155,7 @@ struct Lowerer<'a> {
     states: HashMap<usize, StageState>,
     images: HashMap<(String, String), ResolvedImage>,
     multi_stage: bool,
+    step_lines: BTreeMap<String, usize>,
 }
 
 /// Lower a parsed Dockerfile to a build graph for one platform.
@@ -170,6 +174,7 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions, resolver: &mut dyn ImageResol
         states: HashMap::new(),
         images: HashMap::new(),
         multi_stage: df.stages.len() > 1,
+        step_lines: BTreeMap::new(),
     };
     l.eval_meta_args()?;
     let target = l.target_index()?;
@@ -196,7 +201,14 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions, resolver: &mut dyn ImageResol
         }
     }
     config.created = opts.created.clone();
-    Ok(Lowered { graph: l.graph, target: st.node, config, warnings: l.warnings, stages_built: order })
+    Ok(Lowered {
+        graph: l.graph,
+        target: st.node,
+        config,
+        warnings: l.warnings,
+        stages_built: order,
+        step_lines: l.step_lines,
+    })
 }
 
 impl<'a> Lowerer<'a> {
@@ -438,11 +450,14 @@ impl<'a> Lowerer<'a> {
                 .map_err(|e| lerr(stage.location.start_line, format!("ONBUILD trigger {t:?}: {}", e.message())))?;
             for c in &cmds {
                 let name = format!("[{label}onbuild {}/{}] {}", n + 1, triggers.len(), c.code);
+                // A trigger runs where the stage starts (its FROM).
+                self.step_lines.insert(name.clone(), stage.location.start_line);
                 self.dispatch(i, &mut st, c, &name)?;
             }
         }
         for (n, c) in stage.commands.iter().enumerate() {
             let name = format!("[{label}{}/{}] {}", n + 2, total, c.code);
+            self.step_lines.insert(name.clone(), c.location.start_line);
             self.dispatch(i, &mut st, c, &name)?;
         }
         self.states.insert(i, st);

@@ -3,7 +3,8 @@
 //! OCI layouts it writes.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -219,4 +220,56 @@ pub fn registry_storage(env: &HashMap<String, String>, name: &str) -> Option<Pat
     let dir = conf.lines().find_map(|l| l.trim().strip_prefix("rootdirectory:"))?.trim();
     let p = PathBuf::from(dir).join("docker/registry/v2/repositories");
     p.is_dir().then_some(p)
+}
+
+/// Every entry below `root` as one line: type+mode, uid, gid, size, mtime (s, ns; when
+/// `with_times`), content digest or link target, `user.` xattrs, and for hard-linked
+/// files the first path of their inode.
+pub fn describe(root: &Path, with_times: bool) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else if m.is_file() {
+                let first = inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone();
+                let xattr = xattr_of(&p);
+                format!("{} links:{}={} {}", sha256_file(&p), m.nlink(), first, xattr)
+            } else {
+                // A FIFO, socket or device: its type (in the mode) and device number.
+                format!("special rdev:{}", m.rdev())
+            };
+            let mtime = if m.file_type().is_symlink() || !with_times {
+                String::new()
+            } else {
+                format!("{}.{}", m.mtime(), m.mtime_nsec())
+            };
+            let size = if m.is_dir() { 0 } else { m.len() };
+            out.insert(rel, format!("{:o} {}:{} {size} {mtime} {what}", m.mode(), m.uid(), m.gid()));
+        }
+    }
+    out
+}
+
+/// The `user.` extended attributes of a file, `name=value,...`.
+pub fn xattr_of(p: &Path) -> String {
+    let mut names = vec![0u8; 4096];
+    let Ok(n) = rustix::fs::llistxattr(p, &mut names) else { return String::new() };
+    let mut out = Vec::new();
+    for name in names[..n].split(|b| *b == 0).filter(|n| n.starts_with(b"user.")) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let mut value = vec![0u8; 4096];
+        let len = rustix::fs::lgetxattr(p, name.as_str(), &mut value).unwrap_or(0);
+        out.push(format!("{name}={}", String::from_utf8_lossy(&value[..len])));
+    }
+    out.join(",")
 }

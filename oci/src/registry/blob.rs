@@ -45,8 +45,9 @@ pub(crate) async fn download_blob(
     r: &Reference,
     desc: &Descriptor,
     store: &BlobStore,
+    refetch: bool,
 ) -> Result<(), RegistryError> {
-    if store.contains(&desc.digest) {
+    if !refetch && store.contains(&desc.digest) {
         return Ok(());
     }
     let (tx, mut rx) = mpsc::channel::<Piece>(CHANNEL_DEPTH);

@@ -72,6 +72,8 @@ impl PulledImage {
 pub struct RegistryClient {
     transport: Transport,
     max_concurrent_downloads: usize,
+    /// Download an image's config and layers even when the store has them (`--pull=always`).
+    refetch: bool,
 }
 
 impl RegistryClient {
@@ -80,7 +82,15 @@ impl RegistryClient {
         Ok(RegistryClient {
             transport: Transport::new(&opts)?,
             max_concurrent_downloads: opts.max_concurrent_downloads.max(1),
+            refetch: false,
         })
+    }
+
+    /// This client, downloading every blob of the images it pulls again (verified, and
+    /// replacing the stored copy) rather than trusting the store: `--pull=always`.
+    pub fn refetching(mut self) -> Self {
+        self.refetch = true;
+        self
     }
 
     /// The authenticated transport, for other protocol parts (push).
@@ -136,7 +146,7 @@ impl RegistryClient {
 
     /// Pull the image `r` names for `platform` into `store`: index (if any), platform
     /// manifest, config and all layers (in parallel, resumable, verified). Blobs already
-    /// in the store are not downloaded again.
+    /// in the store are not downloaded again, unless the client is [`Self::refetching`].
     pub async fn pull_image(
         &self,
         r: &Reference,
@@ -187,7 +197,7 @@ impl RegistryClient {
         if config_desc.size > MAX_CONFIG_BYTES {
             return Err(too_large(&op, r, format!("image config {}", config_desc.digest), MAX_CONFIG_BYTES));
         }
-        download_blob(&self.transport, &op, r, &config_desc, store).await?;
+        download_blob(&self.transport, &op, r, &config_desc, store, self.refetch).await?;
         let config_bytes =
             store.read_blob(&config_desc.digest).map_err(|source| RegistryError::Store { op: op.clone(), source })?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
@@ -204,12 +214,12 @@ impl RegistryClient {
         // Layers: in parallel, bounded, each streamed and verified.
         let mut layers: Vec<&Descriptor> = Vec::new();
         for l in &manifest.layers {
-            if !layers.iter().any(|x| x.digest == l.digest) && !store.contains(&l.digest) {
+            if !layers.iter().any(|x| x.digest == l.digest) && (self.refetch || !store.contains(&l.digest)) {
                 layers.push(l);
             }
         }
         futures::stream::iter(layers)
-            .map(|l| download_blob(&self.transport, &op, r, l, store))
+            .map(|l| download_blob(&self.transport, &op, r, l, store, self.refetch))
             .buffer_unordered(self.max_concurrent_downloads)
             .try_collect::<Vec<()>>()
             .await?;
@@ -231,7 +241,7 @@ impl RegistryClient {
     /// Download one blob of `r`'s repository into `store` (no-op if present).
     pub async fn fetch_blob(&self, r: &Reference, d: &Descriptor, store: &BlobStore) -> Result<(), RegistryError> {
         let op = Operation::new("fetch blob", format!("{}@{}", r.name(), d.digest));
-        download_blob(&self.transport, &op, r, d, store).await?;
+        download_blob(&self.transport, &op, r, d, store, self.refetch).await?;
         record_source(store, r, &d.digest);
         Ok(())
     }
