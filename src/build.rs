@@ -429,6 +429,10 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             }
         }
     }
+    // Files ADD downloaded are local contexts of their own.
+    for (name, dir) in std::mem::take(&mut resolver.url_contexts) {
+        contexts.insert(name, LocalContext { dir, ignore: Arc::new(|_: &str, _: bool| false) });
+    }
     drop(resolver);
     let mut warned = Vec::new();
     for w in lowerings.iter().flat_map(|l| &l.warnings) {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use strata_frontend::lower::{ImageResolver, ResolvedImage};
+use strata_frontend::lower::{FetchedUrl, ImageResolver, ResolvedImage};
 use strata_oci::image::Platform;
 use strata_oci::layout::OciLayout;
 use strata_oci::reference::Reference;
@@ -32,6 +32,8 @@ pub struct Resolver {
     /// Registry host → mirrors tried first (the configuration's `registry.mirrors`).
     pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
     cache: HashMap<(String, String), ResolvedImage>,
+    /// The local contexts of files `ADD URL` downloaded: (name, directory).
+    pub url_contexts: Vec<(String, PathBuf)>,
 }
 
 impl Resolver {
@@ -51,6 +53,7 @@ impl Resolver {
             handle: tokio::runtime::Handle::current(),
             mirrors: Default::default(),
             cache: HashMap::new(),
+            url_contexts: Vec::new(),
         }
     }
 
@@ -166,7 +169,119 @@ impl Resolver {
     }
 }
 
+/// `Last-Modified` (an HTTP date, `Sun, 06 Nov 1994 08:49:37 GMT`) as Unix seconds.
+fn parse_http_date(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else { return None };
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let m = months.iter().position(|x| x == month)? as i64 + 1;
+    let (d, y): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let hms: Vec<i64> = time.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let [h, mi, sec] = hms.as_slice() else { return None };
+    // Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec)
+}
+
+impl Resolver {
+    /// Download `url` into the blob store (verified against `expected`), returning its
+    /// digest and `Last-Modified` time.
+    async fn download(
+        &self,
+        url: &str,
+        expected: Option<&strata_oci::digest::Digest>,
+    ) -> Result<(strata_oci::digest::Digest, Option<i64>), String> {
+        use std::io::Write;
+        strata_oci::registry::transport::install_tls_provider();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut response = client.get(url).send().await.map_err(|e| format!("ADD {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("ADD {url}: HTTP {}", response.status()));
+        }
+        let modified = response
+            .headers()
+            .get(reqwest::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date);
+        let mut temp = self.store.temp_file().map_err(|e| format!("ADD {url}: {e}"))?;
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("ADD {url}: {e}"))? {
+            temp.write_all(&chunk).map_err(|e| format!("ADD {url}: {e}"))?;
+        }
+        let (digest, _) = temp.commit(&self.store, expected, None).map_err(|e| match e {
+            strata_oci::store::StoreError::DigestMismatch { expected, actual, .. } => {
+                format!("ADD {url}: the download's digest is {actual}, not {expected} as --checksum says")
+            }
+            other => format!("ADD {url}: {other}"),
+        })?;
+        Ok((digest, modified))
+    }
+}
+
 impl ImageResolver for Resolver {
+    /// As BuildKit's HTTP source: the file is named after the URL's last path segment,
+    /// mode 0600, owned by root, its mtime the `Last-Modified` header (else 1970).
+    fn fetch_url(&mut self, url: &str, checksum: Option<&str>) -> Result<FetchedUrl, String> {
+        let expected = checksum
+            .map(|c| c.parse::<strata_oci::digest::Digest>().map_err(|e| format!("ADD --checksum={c}: {e}")))
+            .transpose()?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("ADD {url}: {e}"))?;
+        // As dockerfile2llb names it: the base of the URL's path.
+        let file_name = parsed
+            .path()
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty() && *s != "." && *s != "..")
+            .unwrap_or("__unnamed__")
+            .to_string();
+        let vertex = format!("url-{url}");
+        let name = format!("[internal] load remote file {url}");
+        self.progress.send(ProgressEvent::Started { vertex: vertex.clone(), name: name.clone() });
+        let started = std::time::Instant::now();
+        let fetched = tokio::task::block_in_place(|| self.handle.block_on(self.download(url, expected.as_ref())));
+        let (digest, modified) = match fetched {
+            Ok(f) => f,
+            Err(e) => {
+                self.progress.send(ProgressEvent::Failed { vertex, name, error: e.clone() });
+                return Err(e);
+            }
+        };
+        let mtime = modified.unwrap_or(0);
+        let key = blake3::hash(format!("{digest}\0{mtime}\0{file_name}").as_bytes()).to_hex();
+        let dir = self.root.join("downloads").join(&key[..32]);
+        if !dir.join(&file_name).is_file() {
+            let tmp = self.root.join("downloads").join(format!("tmp-{}-{}", std::process::id(), &key[..12]));
+            let _ = std::fs::remove_dir_all(&tmp);
+            let file = tmp.join(&file_name);
+            let made = (|| -> std::io::Result<()> {
+                std::fs::create_dir_all(&tmp)?;
+                std::fs::copy(self.store.path(&digest), &file)?;
+                std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+                let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64);
+                std::fs::File::options().write(true).open(&file)?.set_modified(t)?;
+                match std::fs::rename(&tmp, &dir) {
+                    Ok(()) => Ok(()),
+                    // Another build made it first: the same file.
+                    Err(_) if dir.join(&file_name).is_file() => std::fs::remove_dir_all(&tmp),
+                    Err(e) => Err(e),
+                }
+            })();
+            made.map_err(|e| format!("ADD {url}: {}: {e}", dir.display()))?;
+        }
+        self.progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
+        let context = format!("url-{}", &key[..32]);
+        self.url_contexts.push((context.clone(), dir));
+        Ok(FetchedUrl { context, file_name })
+    }
+
     fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let key = (reference.to_string(), platform.to_string());
         if let Some(r) = self.cache.get(&key) {
