@@ -516,7 +516,8 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             drop(sink);
             let _ = printer.await;
             let mut message = format_solve_error(&e);
-            if let Some(line) = step_lines.get(&e.step) {
+            // Where the failing step is (a cancelled build failed nowhere).
+            if let Some(line) = step_lines.get(&e.step).filter(|_| !matches!(e.error, WorkerError::Cancelled)) {
                 message.push('\n');
                 message.push_str(&crate::diagnostics::step_location(&shown_path, &source_text, *line));
             }

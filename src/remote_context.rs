@@ -90,6 +90,21 @@ fn clone_git(url: &str, reference: Option<&str>, dir: &Path) -> Result<(), Strin
         .or_else(|_| git(dir, &["submodule", "update", "-q", "--init", "--recursive"]))
 }
 
+/// GET `url` (https with the system's roots, or plain http) and check that it answered
+/// with success; the error starts with the URL.
+pub async fn http_get(url: &str) -> Result<reqwest::Response, String> {
+    strata_oci::registry::transport::install_tls_provider();
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let response = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    Ok(response)
+}
+
 /// Bring the context named by `spec` into `dir` (an empty temporary directory).
 pub async fn fetch(spec: &str, dir: &Path) -> Result<Fetched, String> {
     if let Some((url, reference, subdir)) = git_parts(spec) {
@@ -118,15 +133,7 @@ pub async fn fetch(spec: &str, dir: &Path) -> Result<Fetched, String> {
         return Err(format!("{spec}: unsupported URL scheme (https://, http://, git@, git://, ssh://)"));
     }
     let download = dir.join("download");
-    strata_oci::registry::transport::install_tls_provider();
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut response = client.get(spec).send().await.map_err(|e| format!("downloading {spec}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("downloading {spec}: HTTP {}", response.status()));
-    }
+    let mut response = http_get(spec).await.map_err(|e| format!("downloading {e}"))?;
     let mut file = std::fs::File::create(&download).map_err(|e| format!("{}: {e}", download.display()))?;
     while let Some(chunk) = response.chunk().await.map_err(|e| format!("downloading {spec}: {e}"))? {
         file.write_all(&chunk).map_err(|e| format!("{}: {e}", download.display()))?;

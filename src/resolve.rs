@@ -197,15 +197,7 @@ impl Resolver {
         expected: Option<&strata_oci::digest::Digest>,
     ) -> Result<(strata_oci::digest::Digest, Option<i64>), String> {
         use std::io::Write;
-        strata_oci::registry::transport::install_tls_provider();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let mut response = client.get(url).send().await.map_err(|e| format!("ADD {url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("ADD {url}: HTTP {}", response.status()));
-        }
+        let mut response = crate::remote_context::http_get(url).await.map_err(|e| format!("ADD {e}"))?;
         let modified = response
             .headers()
             .get(reqwest::header::LAST_MODIFIED)
