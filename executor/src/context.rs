@@ -138,14 +138,9 @@ impl StatCache {
     }
 
     /// The blake3 of a regular file's content, from the cache when its stat is unchanged.
-    fn file_hash(&self, rel: &str, path: &Path, md: &fs::Metadata) -> io::Result<blake3::Hash> {
-        let probe = StatEntry {
-            size: md.len(),
-            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
-            ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
-            ino: md.ino(),
-            hash: [0; 32],
-        };
+    fn file_hash(&self, rel: &str, path: &Path, st: &EntryStat) -> io::Result<blake3::Hash> {
+        let probe =
+            StatEntry { size: st.size, mtime_ns: st.mtime_ns, ctime_ns: st.ctime_ns, ino: st.ino, hash: [0; 32] };
         let same = |e: &StatEntry| {
             e.size == probe.size && e.mtime_ns == probe.mtime_ns && e.ctime_ns == probe.ctime_ns && e.ino == probe.ino
         };
@@ -177,6 +172,44 @@ impl StatCache {
             .insert(rel.to_string(), StatEntry { hash: *hash.as_bytes(), ..probe });
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(hash)
+    }
+}
+
+/// What the walk needs of an entry's `lstat`.
+#[derive(Debug, Clone, Copy)]
+struct EntryStat {
+    /// `st_mode`: type and permission bits.
+    mode: u32,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+}
+
+impl EntryStat {
+    fn of_metadata(md: &fs::Metadata) -> EntryStat {
+        EntryStat {
+            mode: md.mode(),
+            size: md.len(),
+            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+            ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
+            ino: md.ino(),
+        }
+    }
+
+    #[allow(clippy::unnecessary_cast)] // the stat fields' types differ between targets
+    fn of_stat(st: &rustix::fs::Stat) -> EntryStat {
+        EntryStat {
+            mode: st.st_mode as u32,
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+            ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
+            ino: st.st_ino as u64,
+        }
+    }
+
+    fn kind(&self) -> rustix::fs::FileType {
+        rustix::fs::FileType::from_raw_mode(self.mode as _)
     }
 }
 
@@ -304,9 +337,9 @@ pub fn selection_hash(
         }
     }
     // The directories left for later are planned on every core, then put in place.
-    let planned = parallel_map(&subtrees, |(rel, md): &(String, fs::Metadata)| {
+    let planned = parallel_map(&subtrees, |(rel, mode): &(String, u32)| {
         let mut pieces = Vec::new();
-        plan_dir(ctx, rel, md, exclude, &mut pieces, 0, None)?;
+        plan_dir(ctx, rel, *mode, exclude, &mut pieces, 0, None)?;
         Ok(pieces)
     })?;
     let mut planned: Vec<Option<Vec<Piece>>> = planned.into_iter().map(Some).collect();
@@ -317,14 +350,14 @@ pub fn selection_hash(
             other => plan.push(other),
         }
     }
-    let entries: Vec<&str> = plan
+    let entries: Vec<(&str, Option<EntryStat>)> = plan
         .iter()
         .filter_map(|p| match p {
-            Piece::Entry(rel) => Some(rel.as_str()),
+            Piece::Entry(rel, st) => Some((rel.as_str(), *st)),
             _ => None,
         })
         .collect();
-    let hashed = parallel_map(&entries, |rel: &&str| entry_bytes(ctx, cache, exclude, rel))?;
+    let hashed = parallel_map(&entries, |(rel, st)| entry_bytes(ctx, cache, exclude, rel, *st))?;
     let mut h = blake3::Hasher::new();
     let mut next = hashed.into_iter();
     for p in &plan {
@@ -332,7 +365,7 @@ pub fn selection_hash(
             Piece::Bytes(b) => {
                 h.update(b);
             }
-            Piece::Entry(_) => {
+            Piece::Entry(..) => {
                 if let Some(bytes) = next.next() {
                     h.update(&bytes);
                 }
@@ -347,7 +380,8 @@ pub fn selection_hash(
 /// directory, whose bytes are worked out in parallel.
 enum Piece {
     Bytes(Vec<u8>),
-    Entry(String),
+    /// Its `lstat` when the walk already made it (from its directory's descriptor).
+    Entry(String, Option<EntryStat>),
     /// A directory planned apart (index into the list of such directories).
     Subtree(usize),
 }
@@ -361,13 +395,13 @@ fn plan_top(
     rel: &str,
     exclude: &ExcludeFn,
     plan: &mut Vec<Piece>,
-    subtrees: &mut Vec<(String, fs::Metadata)>,
+    subtrees: &mut Vec<(String, u32)>,
 ) -> io::Result<()> {
     let path = if rel.is_empty() { ctx.dir.clone() } else { ctx.dir.join(rel) };
     match fs::symlink_metadata(&path) {
-        Ok(md) if md.is_dir() => plan_dir(ctx, rel, &md, exclude, plan, 0, Some(subtrees)),
-        Ok(_) => {
-            plan.push(Piece::Entry(rel.to_string()));
+        Ok(md) if md.is_dir() => plan_dir(ctx, rel, md.mode(), exclude, plan, 0, Some(subtrees)),
+        Ok(md) => {
+            plan.push(Piece::Entry(rel.to_string(), Some(EntryStat::of_metadata(&md))));
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -389,45 +423,56 @@ fn entry_header(rel: &str, mode: u32) -> Vec<u8> {
     b
 }
 
+/// Plan the directory `rel` (mode `mode`): its header, then its entries in name order.
+/// It is opened once; its entries are `lstat`ed through that descriptor (no path is
+/// walked again), subdirectories `SPLIT_DEPTH` down are left in `subtrees` for later.
 fn plan_dir(
     ctx: &LocalContext,
     rel: &str,
-    md: &fs::Metadata,
+    mode: u32,
     exclude: &ExcludeFn,
     plan: &mut Vec<Piece>,
     depth: usize,
-    mut subtrees: Option<&mut Vec<(String, fs::Metadata)>>,
+    mut subtrees: Option<&mut Vec<(String, u32)>>,
 ) -> io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
     if !rel.is_empty() && ((ctx.ignore)(rel, true) || exclude(rel, true)) {
         return Ok(());
     }
-    plan.push(Piece::Bytes(entry_header(rel, md.mode())));
+    plan.push(Piece::Bytes(entry_header(rel, mode)));
     let path = if rel.is_empty() { ctx.dir.clone() } else { ctx.dir.join(rel) };
-    let mut children: Vec<(String, bool)> = Vec::new();
-    for e in fs::read_dir(&path)? {
+    let dir = rustix::fs::open(&path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut children: Vec<(String, Vec<u8>)> = Vec::new();
+    for e in rustix::fs::Dir::read_from(&dir)? {
         let Ok(e) = e else { continue };
-        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        children.push((e.file_name().to_string_lossy().into_owned(), is_dir));
+        let raw = e.file_name().to_bytes();
+        if raw == b"." || raw == b".." {
+            continue;
+        }
+        children.push((String::from_utf8_lossy(raw).into_owned(), raw.to_vec()));
     }
     children.sort();
-    for (name, is_dir) in children {
+    for (name, raw) in children {
         let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-        if is_dir {
-            match fs::symlink_metadata(ctx.dir.join(&child)) {
-                Ok(md) if md.is_dir() => match subtrees.as_deref_mut() {
-                    Some(later) if depth + 1 >= SPLIT_DEPTH => {
-                        plan.push(Piece::Subtree(later.len()));
-                        later.push((child, md));
-                    }
-                    later => plan_dir(ctx, &child, &md, exclude, plan, depth + 1, later)?,
-                },
-                // Replaced since it was listed: look at it like any other entry.
-                Ok(_) => plan.push(Piece::Entry(child)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => plan_missing(&child, plan),
-                Err(e) => return Err(e),
+        let st = match rustix::fs::statat(&dir, raw.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => EntryStat::of_stat(&st),
+            // Gone since it was listed.
+            Err(rustix::io::Errno::NOENT) => {
+                plan_missing(&child, plan);
+                continue;
             }
-        } else {
-            plan.push(Piece::Entry(child));
+            Err(e) => return Err(e.into()),
+        };
+        if st.kind() != FileType::Directory {
+            plan.push(Piece::Entry(child, Some(st)));
+            continue;
+        }
+        match subtrees.as_deref_mut() {
+            Some(later) if depth + 1 >= SPLIT_DEPTH => {
+                plan.push(Piece::Subtree(later.len()));
+                later.push((child, st.mode));
+            }
+            later => plan_dir(ctx, &child, st.mode, exclude, plan, depth + 1, later)?,
         }
     }
     Ok(())
@@ -441,27 +486,48 @@ fn plan_missing(rel: &str, plan: &mut Vec<Piece>) {
 
 /// The bytes of one non-directory entry: nothing when it is excluded, `missing` when it
 /// vanished, else path + mode and the symlink target, or the size and content hash.
-fn entry_bytes(ctx: &LocalContext, cache: &StatCache, exclude: &ExcludeFn, rel: &str) -> io::Result<Vec<u8>> {
+fn entry_bytes(
+    ctx: &LocalContext,
+    cache: &StatCache,
+    exclude: &ExcludeFn,
+    rel: &str,
+    known: Option<EntryStat>,
+) -> io::Result<Vec<u8>> {
+    use rustix::fs::FileType;
     let path = ctx.dir.join(rel);
-    let md = match fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut b = b"missing\0".to_vec();
-            b.extend_from_slice(rel.as_bytes());
-            return Ok(b);
-        }
-        Err(e) => return Err(e),
+    let st = match known {
+        Some(st) => st,
+        None => match fs::symlink_metadata(&path) {
+            Ok(m) => EntryStat::of_metadata(&m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut b = b"missing\0".to_vec();
+                b.extend_from_slice(rel.as_bytes());
+                return Ok(b);
+            }
+            Err(e) => return Err(e),
+        },
     };
-    let is_dir = md.is_dir();
+    let is_dir = st.kind() == FileType::Directory;
     if !rel.is_empty() && ((ctx.ignore)(rel, is_dir) || exclude(rel, is_dir)) {
         return Ok(Vec::new());
     }
-    let mut b = entry_header(rel, md.mode());
-    if md.file_type().is_symlink() {
-        b.extend_from_slice(fs::read_link(&path)?.as_os_str().as_encoded_bytes());
-    } else if md.is_file() {
-        b.extend_from_slice(&md.len().to_le_bytes());
-        b.extend_from_slice(cache.file_hash(rel, &path, &md)?.to_hex().as_bytes());
+    let mut b = entry_header(rel, st.mode);
+    match st.kind() {
+        FileType::Symlink => b.extend_from_slice(fs::read_link(&path)?.as_os_str().as_encoded_bytes()),
+        FileType::RegularFile => match cache.file_hash(rel, &path, &st) {
+            Ok(hash) => {
+                b.extend_from_slice(&st.size.to_le_bytes());
+                b.extend_from_slice(hash.to_hex().as_bytes());
+            }
+            // Gone since the walk saw it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut b = b"missing\0".to_vec();
+                b.extend_from_slice(rel.as_bytes());
+                return Ok(b);
+            }
+            Err(e) => return Err(e),
+        },
+        _ => {}
     }
     Ok(b)
 }
@@ -544,7 +610,7 @@ mod tests {
                 h.update(fs::read_link(&path).unwrap().as_os_str().as_encoded_bytes());
             } else if md.is_file() {
                 h.update(&md.len().to_le_bytes());
-                h.update(cache.file_hash(rel, &path, &md).unwrap().to_hex().as_bytes());
+                h.update(cache.file_hash(rel, &path, &EntryStat::of_metadata(&md)).unwrap().to_hex().as_bytes());
             } else if is_dir {
                 let mut names: Vec<String> = fs::read_dir(&path)
                     .unwrap()
