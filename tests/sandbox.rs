@@ -152,10 +152,19 @@ fn ssh_key_file_is_served_by_an_agent_during_the_build() {
     while !socket.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let listed = Command::new("ssh-add").arg("-L").env("SSH_AUTH_SOCK", &socket).output().unwrap();
+    // The socket appears when the agent starts; the key is added just after, before
+    // the build goes on (the RUN then holds the agent for 4 s).
+    let mut listed = String::new();
+    while std::time::Instant::now() < deadline {
+        let o = Command::new("ssh-add").arg("-L").env("SSH_AUTH_SOCK", &socket).output().unwrap();
+        listed = String::from_utf8_lossy(&o.stdout).into_owned();
+        if listed.contains(&public_blob) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(listed.contains(&public_blob), "the agent does not hold the key: {listed:?}");
     assert!(!dir.exists(), "the agent's socket directory outlived the build");
 
