@@ -394,7 +394,7 @@ impl DirSink {
         if !self.keep_owners {
             return Ok(());
         }
-        let parent = &self.stack.last().expect("destination open").1;
+        let parent = self.current()?;
         rustix::fs::chownat(
             parent,
             name,
@@ -411,6 +411,15 @@ impl DirSink {
             self.pop()?;
         }
         Ok(())
+    }
+
+    /// The directory entries go into now (the destination itself at first); an error,
+    /// not a panic, if the sink was used after [`DirSink::finish`] emptied it.
+    fn current(&self) -> Result<&OwnedFd, RootfsError> {
+        self.stack.last().map(|d| &d.1).ok_or_else(|| RootfsError::Write {
+            path: self.dest.clone(),
+            source: io::Error::other("written to after it was finished"),
+        })
     }
 
     fn werr(&self, rel: &Path) -> impl FnOnce(io::Error) -> RootfsError {
@@ -430,7 +439,7 @@ impl DirSink {
     /// Remove whatever is at `name` in the current directory, unless it is a directory
     /// and `keep_dir`; true when a directory was kept.
     fn clear(&self, name: &OsStr, rel: &Path, keep_dir: bool) -> Result<bool, RootfsError> {
-        let parent = &self.stack.last().expect("destination open").1;
+        let parent = self.current()?;
         match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Err(rustix::io::Errno::NOENT) => Ok(false),
             Err(e) => Err(self.werr(rel)(e.into())),
@@ -452,7 +461,7 @@ impl DirSink {
     }
 
     fn write_file(&self, name: &OsStr, e: &RootfsEntry, size: u64) -> Result<(), RootfsError> {
-        let parent = &self.stack.last().expect("destination open").1;
+        let parent = self.current()?;
         let werr = self.werr(&e.path);
         let fd = rustix::fs::openat(
             parent,
@@ -507,7 +516,7 @@ impl RootfsSink for DirSink {
         let rel = e.path.clone();
         match &e.kind {
             EntryKind::Dir => {
-                let parent_fd = &self.stack.last().expect("destination open").1;
+                let parent_fd = self.current()?;
                 if !self.clear(name, &rel, true)? {
                     rustix::fs::mkdirat(parent_fd, name, Mode::from_raw_mode(0o700))
                         .map_err(|err| self.werr(&rel)(err.into()))?;
@@ -532,8 +541,9 @@ impl RootfsSink for DirSink {
             }
             EntryKind::HardLink { target } => {
                 self.clear(name, &rel, false)?;
-                let root_fd = &self.stack[0].1;
-                let parent_fd = &self.stack.last().expect("destination open").1;
+                let root_fd =
+                    self.stack.first().map(|d| &d.1).ok_or_else(|| self.werr(&rel)(io::Error::other("finished")))?;
+                let parent_fd = self.current()?;
                 if let Err(err) = rustix::fs::linkat(root_fd, target, parent_fd, name, AtFlags::empty()) {
                     tracing::debug!(path = %rel.display(), "hard link not possible ({err}); copying");
                     let size = fs::symlink_metadata(&e.source).map_err(read_err(&e.source))?.len();
@@ -542,7 +552,7 @@ impl RootfsSink for DirSink {
             }
             EntryKind::Symlink { target } => {
                 self.clear(name, &rel, false)?;
-                let parent_fd = &self.stack.last().expect("destination open").1;
+                let parent_fd = self.current()?;
                 rustix::fs::symlinkat(target.as_os_str(), parent_fd, name)
                     .map_err(|err| self.werr(&rel)(err.into()))?;
                 self.own(name, e)?;
@@ -555,7 +565,7 @@ impl RootfsSink for DirSink {
             }
             EntryKind::Fifo | EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } => {
                 self.clear(name, &rel, false)?;
-                let parent_fd = &self.stack.last().expect("destination open").1;
+                let parent_fd = self.current()?;
                 let (ft, dev) = match e.kind {
                     EntryKind::CharDevice { major, minor } => {
                         (rustix::fs::FileType::CharacterDevice, rustix::fs::makedev(major, minor))
