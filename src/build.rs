@@ -1,7 +1,7 @@
 //! `strata build`: flags → Dockerfile → build graph → solve → image → outputs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_executor::context::{ExcludeFn, LocalContext};
@@ -177,8 +177,18 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             Some(f) => PathBuf::from(f),
             None => context_dir.join("Dockerfile"),
         };
-        let bytes = std::fs::read(&p)
-            .map_err(|e| Failure::usage(format!("error: cannot read the Dockerfile {}: {e}", p.display())))?;
+        let bytes = match read_confined(&p, &context_dir, MAX_DOCKERFILE) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err(Failure::usage(format!(
+                    "error: cannot read the Dockerfile {}: no such file (symlinks are followed only inside its directory or the context)",
+                    p.display()
+                )))
+            }
+            Err(e) => {
+                return Err(Failure::usage(format!("error: cannot read the Dockerfile {}: {e}", p.display())))
+            }
+        };
         (p, bytes)
     };
     let source_text = String::from_utf8_lossy(&source).to_string();
@@ -269,7 +279,10 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     // Contexts.
     let ignore_file = strata_frontend::dockerignore::ignore_file_for(&context_dir, &dockerfile_path);
     let ignore_patterns = match &ignore_file {
-        Some(f) => read_ignore_file(&std::fs::read_to_string(f).unwrap_or_default()),
+        Some(f) => match read_confined(f, &context_dir, MAX_DOCKERFILE) {
+            Ok(b) => read_ignore_file(&String::from_utf8_lossy(&b.unwrap_or_default())),
+            Err(e) => return Err(Failure::usage(format!("error: cannot read {}: {e}", f.display()))),
+        },
         None => Vec::new(),
     };
     let patterns: PatternFactory = Arc::new(|pats: &[String]| -> std::result::Result<ExcludeFn, String> {
@@ -653,4 +666,24 @@ fn format_solve_error(e: &strata_solver::scheduler::SolveError) -> String {
         WorkerError::Cancelled => format!("ERROR: build cancelled ({})", e.step),
         other => format!("ERROR: failed to solve: {}: {other}", e.step),
     }
+}
+
+/// The largest Dockerfile or .dockerignore read.
+const MAX_DOCKERFILE: u64 = 32 << 20;
+
+/// Read the file at `path`, with symlinks resolved inside the context (when `path` is
+/// in it) or else inside the file's own directory, as BuildKit reads a Dockerfile from
+/// its directory: a context's `Dockerfile -> /root/.docker/config.json` is not found.
+fn read_confined(path: &Path, context_dir: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let (dir, rel) = match path.strip_prefix(context_dir) {
+        Ok(rel) => (context_dir.to_path_buf(), rel.to_path_buf()),
+        Err(_) => match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => {
+                let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                (parent.to_path_buf(), PathBuf::from(name))
+            }
+            _ => return Ok(None),
+        },
+    };
+    strata_executor::root::read_file_in(&dir, &rel.to_string_lossy(), max)
 }

@@ -118,13 +118,12 @@ pub async fn fetch(spec: &str, dir: &Path) -> Result<Fetched, String> {
         // BuildKit's git source leaves .git out of the context.
         let _ = std::fs::remove_dir_all(checkout.join(".git"));
         let context = match &subdir {
-            Some(d) => {
-                let p = checkout.join(strata_executor::context::clean_relative(d));
-                if !p.is_dir() {
-                    return Err(format!("{spec}: {d} is not a directory of the repository"));
-                }
-                p
-            }
+            // Resolved inside the checkout: a repository's symlink never leads to the host.
+            Some(d) => match strata_executor::root::dir_in(&checkout, d) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Err(format!("{spec}: {d} is not a directory of the repository")),
+                Err(e) => return Err(format!("{spec}: {d}: {e}")),
+            },
             None => checkout,
         };
         return Ok(Fetched { context, dockerfile: None });

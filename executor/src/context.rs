@@ -8,9 +8,12 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
+#[cfg(test)]
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use crate::root::{clean, Root};
 
 /// Decides whether a context-relative path is excluded (`.dockerignore`, `--exclude`).
 pub type ExcludeFn = Arc<dyn Fn(&str, bool) -> bool + Send + Sync>;
@@ -138,7 +141,12 @@ impl StatCache {
     }
 
     /// The blake3 of a regular file's content, from the cache when its stat is unchanged.
-    fn file_hash(&self, rel: &str, path: &Path, st: &EntryStat) -> io::Result<blake3::Hash> {
+    fn file_hash(
+        &self,
+        rel: &str,
+        st: &EntryStat,
+        open: impl FnOnce() -> io::Result<fs::File>,
+    ) -> io::Result<blake3::Hash> {
         let probe =
             StatEntry { size: st.size, mtime_ns: st.mtime_ns, ctime_ns: st.ctime_ns, ino: st.ino, hash: [0; 32] };
         let same = |e: &StatEntry| {
@@ -150,7 +158,7 @@ impl StatCache {
         if let Some(e) = self.fresh.lock().unwrap_or_else(|p| p.into_inner()).get(rel).filter(|e| same(e)) {
             return Ok(blake3::Hash::from(e.hash));
         }
-        let mut f = fs::File::open(path)?;
+        let mut f = open()?;
         let mut h = blake3::Hasher::new();
         thread_local! {
             static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
@@ -187,6 +195,7 @@ struct EntryStat {
 }
 
 impl EntryStat {
+    #[cfg(test)]
     fn of_metadata(md: &fs::Metadata) -> EntryStat {
         EntryStat {
             mode: md.mode(),
@@ -213,105 +222,6 @@ impl EntryStat {
     }
 }
 
-/// Go's `filepath.Match` for one path segment (`*`, `?`, `[...]`, `\` escapes).
-pub fn segment_matches(pattern: &str, name: &str) -> bool {
-    fn m(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && m(&p[1..], &n[1..]),
-            Some('[') => {
-                let Some(c) = n.first() else { return false };
-                let mut i = 1;
-                let negate = matches!(p.get(1), Some('^') | Some('!'));
-                if negate {
-                    i += 1;
-                }
-                let mut matched = false;
-                let mut first = true;
-                while i < p.len() && (first || p[i] != ']') {
-                    first = false;
-                    let mut lo = p[i];
-                    if lo == '\\' && i + 1 < p.len() {
-                        i += 1;
-                        lo = p[i];
-                    }
-                    let mut hi = lo;
-                    if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
-                        hi = p[i + 2];
-                        i += 2;
-                    }
-                    if lo <= *c && *c <= hi {
-                        matched = true;
-                    }
-                    i += 1;
-                }
-                if i >= p.len() {
-                    return false; // malformed
-                }
-                matched != negate && m(&p[i + 1..], &n[1..])
-            }
-            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && m(&p[2..], &n[1..]),
-            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    m(&p, &n)
-}
-
-pub fn has_glob(s: &str) -> bool {
-    s.contains(['*', '?', '['])
-}
-
-/// Clean a source path to a relative one inside the root (`/a/../b` → `b`, `.` → ``).
-pub fn clean_relative(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
-        }
-    }
-    parts.join("/")
-}
-
-/// Expand one source (possibly with globs) to the context-relative paths it names.
-pub fn expand_source(root: &Path, source: &str) -> Vec<String> {
-    let clean = clean_relative(source);
-    if !has_glob(&clean) {
-        return vec![clean];
-    }
-    let mut current = vec![String::new()];
-    for seg in clean.split('/') {
-        let mut next = Vec::new();
-        for base in &current {
-            let dir = if base.is_empty() { root.to_path_buf() } else { root.join(base) };
-            if !has_glob(seg) {
-                let cand = if base.is_empty() { seg.to_string() } else { format!("{base}/{seg}") };
-                if root.join(&cand).symlink_metadata().is_ok() {
-                    next.push(cand);
-                }
-                continue;
-            }
-            let Ok(rd) = fs::read_dir(&dir) else { continue };
-            let mut names: Vec<String> =
-                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-            names.sort();
-            for n in names {
-                if segment_matches(seg, &n) {
-                    next.push(if base.is_empty() { n } else { format!("{base}/{n}") });
-                }
-            }
-        }
-        current = next;
-    }
-    current
-}
-
 /// The content hash of what `sources` select from the context (after `.dockerignore`
 /// and `exclude`): every path, mode, symlink target, size and file content, in order.
 ///
@@ -320,26 +230,38 @@ pub fn expand_source(root: &Path, source: &str) -> Vec<String> {
 /// not a `stat`), and everything that is not a directory is looked at — one `lstat`,
 /// and a read only when the stat cache misses — on every core. The bytes fed to the
 /// hash do not depend on the number of threads.
+///
+/// Each source is resolved inside the context as the COPY resolves it
+/// ([`crate::copy::source_paths`]: symlinks followed as if the context were `/`,
+/// wildcards expanded), so the walk starts from real paths of the context and never
+/// reads through a link to the host. `parents`: a `COPY --parents` (whole directories
+/// above its wildcards are hashed).
 pub fn selection_hash(
     ctx: &LocalContext,
     cache: &StatCache,
     sources: &[String],
+    parents: bool,
     exclude: &ExcludeFn,
 ) -> io::Result<[u8; 32]> {
+    let root = crate::root::Root::open(&ctx.dir)?;
+    let hidden = |real: &[Vec<u8>], is_dir: bool| !real.is_empty() && (ctx.ignore)(&crate::root::rel_str(real), is_dir);
     let mut outline = Vec::new();
     let mut subtrees = Vec::new();
     for src in sources {
         let mut header = b"source\0".to_vec();
         header.extend_from_slice(src.as_bytes());
         outline.push(Piece::Bytes(header));
-        for rel in expand_source(&ctx.dir, src) {
-            plan_top(ctx, &rel, exclude, &mut outline, &mut subtrees)?;
+        for found in crate::copy::source_paths(&root, src, parents, &hidden) {
+            match found {
+                Ok(real) => plan_top(&root, ctx, &crate::root::rel_str(&real), exclude, &mut outline, &mut subtrees)?,
+                Err(missing) => plan_missing(&crate::root::rel_str(&missing), &mut outline),
+            }
         }
     }
     // The directories left for later are planned on every core, then put in place.
     let planned = parallel_map(&subtrees, |(rel, mode): &(String, u32)| {
         let mut pieces = Vec::new();
-        plan_dir(ctx, rel, *mode, exclude, &mut pieces, 0, None)?;
+        plan_dir(&root, ctx, rel, *mode, exclude, &mut pieces, 0, None)?;
         Ok(pieces)
     })?;
     let mut planned: Vec<Option<Vec<Piece>>> = planned.into_iter().map(Some).collect();
@@ -357,7 +279,7 @@ pub fn selection_hash(
             _ => None,
         })
         .collect();
-    let hashed = parallel_map(&entries, |(rel, st)| entry_bytes(ctx, cache, exclude, rel, *st))?;
+    let hashed = parallel_map(&entries, |(rel, st)| entry_bytes(&root, ctx, cache, exclude, rel, *st))?;
     let mut h = blake3::Hasher::new();
     let mut next = hashed.into_iter();
     for p in &plan {
@@ -391,26 +313,25 @@ const SPLIT_DEPTH: usize = 2;
 
 /// A source as named (a file, a directory or a symlink; possibly missing).
 fn plan_top(
+    root: &Root,
     ctx: &LocalContext,
     rel: &str,
     exclude: &ExcludeFn,
     plan: &mut Vec<Piece>,
     subtrees: &mut Vec<(String, u32)>,
 ) -> io::Result<()> {
-    let path = if rel.is_empty() { ctx.dir.clone() } else { ctx.dir.join(rel) };
-    match fs::symlink_metadata(&path) {
-        Ok(md) if md.is_dir() => plan_dir(ctx, rel, md.mode(), exclude, plan, 0, Some(subtrees)),
-        Ok(md) => {
-            plan.push(Piece::Entry(rel.to_string(), Some(EntryStat::of_metadata(&md))));
+    match root.lstat_real(&clean(rel.as_bytes()))?.map(|st| EntryStat::of_stat(&st)) {
+        Some(st) if st.kind() == rustix::fs::FileType::Directory => {
+            plan_dir(root, ctx, rel, st.mode, exclude, plan, 0, Some(subtrees))
+        }
+        Some(st) => {
+            plan.push(Piece::Entry(rel.to_string(), Some(st)));
             Ok(())
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut b = b"missing\0".to_vec();
-            b.extend_from_slice(rel.as_bytes());
-            plan.push(Piece::Bytes(b));
+        None => {
+            plan_missing(rel, plan);
             Ok(())
         }
-        Err(e) => Err(e),
     }
 }
 
@@ -426,7 +347,9 @@ fn entry_header(rel: &str, mode: u32) -> Vec<u8> {
 /// Plan the directory `rel` (mode `mode`): its header, then its entries in name order.
 /// It is opened once; its entries are `lstat`ed through that descriptor (no path is
 /// walked again), subdirectories `SPLIT_DEPTH` down are left in `subtrees` for later.
+#[allow(clippy::too_many_arguments)]
 fn plan_dir(
+    root: &Root,
     ctx: &LocalContext,
     rel: &str,
     mode: u32,
@@ -435,13 +358,12 @@ fn plan_dir(
     depth: usize,
     mut subtrees: Option<&mut Vec<(String, u32)>>,
 ) -> io::Result<()> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    use rustix::fs::{AtFlags, FileType, OFlags};
     if !rel.is_empty() && ((ctx.ignore)(rel, true) || exclude(rel, true)) {
         return Ok(());
     }
     plan.push(Piece::Bytes(entry_header(rel, mode)));
-    let path = if rel.is_empty() { ctx.dir.clone() } else { ctx.dir.join(rel) };
-    let dir = rustix::fs::open(&path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let dir = root.open_real(&clean(rel.as_bytes()), OFlags::RDONLY | OFlags::DIRECTORY)?;
     let mut children: Vec<(String, Vec<u8>)> = Vec::new();
     for e in rustix::fs::Dir::read_from(&dir)? {
         let Ok(e) = e else { continue };
@@ -472,7 +394,7 @@ fn plan_dir(
                 plan.push(Piece::Subtree(later.len()));
                 later.push((child, st.mode));
             }
-            later => plan_dir(ctx, &child, st.mode, exclude, plan, depth + 1, later)?,
+            later => plan_dir(root, ctx, &child, st.mode, exclude, plan, depth + 1, later)?,
         }
     }
     Ok(())
@@ -487,6 +409,7 @@ fn plan_missing(rel: &str, plan: &mut Vec<Piece>) {
 /// The bytes of one non-directory entry: nothing when it is excluded, `missing` when it
 /// vanished, else path + mode and the symlink target, or the size and content hash.
 fn entry_bytes(
+    root: &Root,
     ctx: &LocalContext,
     cache: &StatCache,
     exclude: &ExcludeFn,
@@ -494,17 +417,16 @@ fn entry_bytes(
     known: Option<EntryStat>,
 ) -> io::Result<Vec<u8>> {
     use rustix::fs::FileType;
-    let path = ctx.dir.join(rel);
+    let real = clean(rel.as_bytes());
     let st = match known {
         Some(st) => st,
-        None => match fs::symlink_metadata(&path) {
-            Ok(m) => EntryStat::of_metadata(&m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        None => match root.lstat_real(&real)? {
+            Some(st) => EntryStat::of_stat(&st),
+            None => {
                 let mut b = b"missing\0".to_vec();
                 b.extend_from_slice(rel.as_bytes());
                 return Ok(b);
             }
-            Err(e) => return Err(e),
         },
     };
     let is_dir = st.kind() == FileType::Directory;
@@ -513,8 +435,10 @@ fn entry_bytes(
     }
     let mut b = entry_header(rel, st.mode);
     match st.kind() {
-        FileType::Symlink => b.extend_from_slice(fs::read_link(&path)?.as_os_str().as_encoded_bytes()),
-        FileType::RegularFile => match cache.file_hash(rel, &path, &st) {
+        FileType::Symlink => b.extend_from_slice(&root.read_link_real(&real)?),
+        FileType::RegularFile => match cache.file_hash(rel, &st, || {
+            root.open_real(&real, rustix::fs::OFlags::RDONLY).map(fs::File::from).map_err(io::Error::from)
+        }) {
             Ok(hash) => {
                 b.extend_from_slice(&st.size.to_le_bytes());
                 b.extend_from_slice(hash.to_hex().as_bytes());
@@ -610,7 +534,8 @@ mod tests {
                 h.update(fs::read_link(&path).unwrap().as_os_str().as_encoded_bytes());
             } else if md.is_file() {
                 h.update(&md.len().to_le_bytes());
-                h.update(cache.file_hash(rel, &path, &EntryStat::of_metadata(&md)).unwrap().to_hex().as_bytes());
+                let hash = cache.file_hash(rel, &EntryStat::of_metadata(&md), || fs::File::open(&path)).unwrap();
+                h.update(hash.to_hex().as_bytes());
             } else if is_dir {
                 let mut names: Vec<String> = fs::read_dir(&path)
                     .unwrap()
@@ -627,8 +552,15 @@ mod tests {
         for src in sources {
             h.update(b"source\0");
             h.update(src.as_bytes());
-            for rel in expand_source(&ctx.dir, src) {
-                walk(ctx, cache, &rel, exclude, &mut h);
+            let root = Root::open(&ctx.dir).unwrap();
+            for found in crate::copy::source_paths(&root, src, false, &|_, _| false) {
+                match found {
+                    Ok(real) => walk(ctx, cache, &crate::root::rel_str(&real), exclude, &mut h),
+                    Err(missing) => {
+                        h.update(b"missing\0");
+                        h.update(crate::root::rel_str(&missing).as_bytes());
+                    }
+                }
             }
         }
         *h.finalize().as_bytes()
@@ -653,26 +585,52 @@ mod tests {
         let cache = StatCache::load(store.path(), root);
         let exclude: ExcludeFn = Arc::new(|p: &str, _| p == "d3/inner/f7.txt");
         for sources in [vec![".".to_string()], vec!["d1".into(), "d*/inner/f1?.txt".into(), "nope".into()]] {
-            let fast = selection_hash(&ctx, &cache, &sources, &exclude).unwrap();
+            let fast = selection_hash(&ctx, &cache, &sources, false, &exclude).unwrap();
             assert_eq!(fast, reference_hash(&ctx, &cache, &sources, &exclude), "{sources:?}");
         }
         // A rewrite that keeps the size and the mtime is still seen (ctime).
-        let before = selection_hash(&ctx, &cache, &[".".into()], &exclude).unwrap();
+        let before = selection_hash(&ctx, &cache, &[".".into()], false, &exclude).unwrap();
         let f = root.join("d0/inner/f0.txt");
         let mtime = fs::metadata(&f).unwrap().modified().unwrap();
         fs::write(&f, "X-0").unwrap();
         fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
-        assert_ne!(before, selection_hash(&ctx, &cache, &[".".into()], &exclude).unwrap());
+        assert_ne!(before, selection_hash(&ctx, &cache, &[".".into()], false, &exclude).unwrap());
     }
 
     #[test]
-    fn glob_segments() {
-        assert!(segment_matches("*.txt", "a.txt"));
-        assert!(!segment_matches("*.txt", "a.md"));
-        assert!(segment_matches("a?c", "abc"));
-        assert!(segment_matches("[a-c]x", "bx"));
-        assert!(!segment_matches("[^a-c]x", "bx"));
-        assert_eq!(clean_relative("/a/../b/./c/"), "b/c");
+    fn sources_through_symlinks_are_resolved_inside_the_context() {
+        let host = tempfile::tempdir().unwrap();
+        fs::write(host.path().join("secret"), "host secret").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(host.path(), d.path().join("v")).unwrap();
+        let ctx = LocalContext { dir: d.path().to_path_buf(), ignore: Arc::new(|_, _| false) };
+        let none: ExcludeFn = Arc::new(|_, _| false);
+        let cache = StatCache::load(store.path(), d.path());
+        let h1 = selection_hash(&ctx, &cache, &["v/secret".into()], false, &none).unwrap();
+        fs::write(host.path().join("secret"), "changed on the host").unwrap();
+        // The host file is neither read nor stat'ed: the key does not move with it.
+        assert_eq!(h1, selection_hash(&ctx, &cache, &["v/secret".into()], false, &none).unwrap());
+        assert!(cache.fresh.lock().unwrap().is_empty(), "a host file was hashed");
+        // The same path inside the context is what counts.
+        let inside = d.path().join(host.path().strip_prefix("/").unwrap());
+        fs::create_dir_all(&inside).unwrap();
+        fs::write(inside.join("secret"), "inside").unwrap();
+        assert_ne!(h1, selection_hash(&ctx, &cache, &["v/secret".into()], false, &none).unwrap());
+    }
+
+    #[test]
+    fn a_symlinked_source_is_hashed_by_its_target_content() {
+        let d = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("real.txt"), "1").unwrap();
+        std::os::unix::fs::symlink("real.txt", d.path().join("link")).unwrap();
+        let ctx = LocalContext { dir: d.path().to_path_buf(), ignore: Arc::new(|_, _| false) };
+        let none: ExcludeFn = Arc::new(|_, _| false);
+        let cache = StatCache::load(store.path(), d.path());
+        let h1 = selection_hash(&ctx, &cache, &["link".into()], false, &none).unwrap();
+        fs::write(d.path().join("real.txt"), "22").unwrap();
+        assert_ne!(h1, selection_hash(&ctx, &cache, &["link".into()], false, &none).unwrap());
     }
 
     #[test]
@@ -684,10 +642,10 @@ mod tests {
         let ctx = LocalContext { dir: d.path().to_path_buf(), ignore: Arc::new(|_, _| false) };
         let none: ExcludeFn = Arc::new(|_, _| false);
         let cache = StatCache::load(store.path(), d.path());
-        let h1 = selection_hash(&ctx, &cache, &["a.txt".into()], &none).unwrap();
+        let h1 = selection_hash(&ctx, &cache, &["a.txt".into()], false, &none).unwrap();
         fs::write(d.path().join("b.txt"), "3").unwrap();
-        assert_eq!(h1, selection_hash(&ctx, &cache, &["a.txt".into()], &none).unwrap());
+        assert_eq!(h1, selection_hash(&ctx, &cache, &["a.txt".into()], false, &none).unwrap());
         fs::write(d.path().join("a.txt"), "9").unwrap();
-        assert_ne!(h1, selection_hash(&ctx, &cache, &["a.txt".into()], &none).unwrap());
+        assert_ne!(h1, selection_hash(&ctx, &cache, &["a.txt".into()], false, &none).unwrap());
     }
 }

@@ -10,6 +10,7 @@ pub mod copied_root;
 pub mod copy;
 pub mod emulation;
 pub mod mount;
+pub mod root;
 pub mod sandbox;
 pub mod snapshot;
 pub mod unpack;

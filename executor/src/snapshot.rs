@@ -130,11 +130,11 @@ fn spread_children(dir: &Path) {
 
 impl Snapshots {
     pub fn open(store_root: &Path) -> io::Result<Self> {
-        let root = store_root.join("snapshots");
-        fs::create_dir_all(&root)?;
-        spread_children(&root);
-        fs::create_dir_all(root.join("empty"))?;
-        Ok(Snapshots { root, snapshotter: Snapshotter::Overlay })
+        let dir = store_root.join("snapshots");
+        fs::create_dir_all(&dir)?;
+        spread_children(&dir);
+        fs::create_dir_all(dir.join("empty"))?;
+        Ok(Snapshots { root: dir, snapshotter: Snapshotter::Overlay })
     }
 
     /// These snapshots with step roots made by `snapshotter`.

@@ -15,6 +15,7 @@ use strata_solver::progress::ProgressEvent;
 use strata_solver::worker::{LayerId, Output, Solved, StepContext, Worker, WorkerError};
 
 use crate::context::{selection_hash, ExcludeFn, LocalContext, StatCache};
+use crate::root::{DirSpec, Root};
 use crate::sandbox::{ExtraMount, Runc, SandboxSpec};
 use crate::snapshot::{Snapshots, Snapshotter, StepRoot, WorkDir};
 
@@ -217,12 +218,14 @@ impl LocalWorker {
     ) -> Result<Output, WorkerError> {
         let (base, work, root_mount) = self.begin_step(inputs)?;
         let merged = work.merged();
-        let user = crate::users::resolve_user(&merged, &exec.user).map_err(WorkerError::other)?;
+        // Every path of the step's own file system is resolved inside it (crate::root).
+        let fs = Root::open(&merged).map_err(werr("opening the root file system"))?;
+        let user = crate::users::resolve_user(&fs, &exec.user).map_err(WorkerError::other)?;
         let cwd = if exec.cwd.is_empty() { "/".to_string() } else { exec.cwd.clone() };
-        let cwd_host = merged.join(cwd.trim_start_matches('/'));
-        if !cwd_host.exists() {
-            std::fs::create_dir_all(&cwd_host).map_err(werr("creating the working directory"))?;
-        }
+        // As BuildKit's runc executor: a missing working directory is made (0755, root),
+        // inside the root even when a component is a symlink.
+        fs.mkdir_all(&crate::root::clean(cwd.as_bytes()), DirSpec { mode: 0o755, owner: None })
+            .map_err(|e| WorkerError::Other(format!("creating the working directory: {}", e.into_io(&cwd))))?;
         let mut env = exec.env.clone();
         let mut mounts = Vec::new();
         let mut guards: Vec<StepRoot> = Vec::new();
@@ -234,16 +237,18 @@ impl LocalWorker {
                 Mount::Bind { input, source, target, readwrite } => {
                     let solved =
                         inputs.get(*input).ok_or_else(|| WorkerError::Other("bind mount input missing".into()))?;
-                    let src_root = match &solved.output {
-                        Output::Local(name) => self.context(name)?.dir.clone(),
+                    let (src_root, what) = match &solved.output {
+                        Output::Local(name) => (self.context(name)?.dir.clone(), "the build context"),
                         Output::Layers(_) => {
                             let at = work.dir.join(format!("m{mi}"));
-                            let g = self.view(solved, &at)?.expect("layers give a mount");
+                            let g = self
+                                .view(solved, &at)?
+                                .ok_or_else(|| WorkerError::Other("bind mount: no view of the source".into()))?;
                             guards.push(g);
-                            at
+                            (at, "the source stage")
                         }
                     };
-                    let mut src = src_root.join(crate::context::clean_relative(source));
+                    let mut src = mount_source(&src_root, source, what)?;
                     if *readwrite {
                         // Writes are discarded: an overlay with a throw-away upper dir.
                         let scratch = work.dir.join(format!("rw{mi}"));
@@ -260,17 +265,39 @@ impl LocalWorker {
                         options: opts,
                     });
                 }
-                Mount::Cache { id: cid, target, sharing, readonly, mode, uid, gid, .. } => {
-                    let dir = self.cfg.root.join("cache-mounts").join(&blake3::hash(cid.as_bytes()).to_hex()[..32]);
+                Mount::Cache { id: cid, target, sharing, readonly, mode, uid, gid, from } => {
+                    // With `from`, the cache starts as a copy of that source and is its
+                    // own cache (BuildKit keys it by id and the source's snapshot).
+                    let seed = match from {
+                        Some((input, source)) => {
+                            let solved = inputs
+                                .get(*input)
+                                .ok_or_else(|| WorkerError::Other("cache mount source missing".into()))?;
+                            Some((solved.clone(), source.clone()))
+                        }
+                        None => None,
+                    };
+                    let mut key = blake3::Hasher::new();
+                    key.update(cid.as_bytes());
+                    if let Some((solved, source)) = &seed {
+                        key.update(b"\0from\0");
+                        key.update(&solved.cache_key);
+                        key.update(source.as_bytes());
+                    }
+                    let dir = self.cfg.root.join("cache-mounts").join(&key.finalize().to_hex()[..32]);
                     if !dir.exists() {
                         let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+                        let _ = crate::snapshot::remove_tree(&tmp);
                         std::fs::create_dir_all(&tmp).map_err(werr("creating a cache mount"))?;
+                        if let Some((solved, source)) = &seed {
+                            self.seed_cache_mount(solved, source, &tmp, &work.dir.join(format!("c{mi}"))).await?;
+                        }
                         std::os::unix::fs::chown(&tmp, Some(*uid), Some(*gid))
                             .map_err(werr("chown of a cache mount"))?;
                         std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(*mode))
                             .map_err(werr("chmod of a cache mount"))?;
                         if std::fs::rename(&tmp, &dir).is_err() {
-                            let _ = std::fs::remove_dir_all(&tmp);
+                            let _ = crate::snapshot::remove_tree(&tmp);
                         }
                     }
                     if matches!(sharing, strata_solver::graph::CacheSharing::Locked) {
@@ -371,16 +398,15 @@ impl LocalWorker {
             mounts,
             extra_hosts: exec.extra_hosts.clone(),
         };
-        // Mount points that do not exist yet are created by runc; remember them.
-        let stubs: Vec<(String, bool)> = crate::sandbox::mount_points(&spec)
-            .into_iter()
-            .map(|p| {
-                let existed = merged.join(p.trim_start_matches('/')).symlink_metadata().is_ok();
-                (p, existed)
-            })
-            .collect();
-        let stub_parents: Vec<String> =
-            stubs.iter().filter(|(_, e)| !e).flat_map(|(p, _)| missing_ancestors(&merged, p)).collect();
+        // Mount points that do not exist yet are created by runc (inside the root, where
+        // the destination resolves to); remember them by their real paths.
+        let mut stubs: Vec<crate::root::Comps> = Vec::new();
+        for p in crate::sandbox::mount_points(&spec) {
+            let (real, stat) = fs.lstat(&p).map_err(werr("looking at a mount point"))?;
+            if stat.is_none() {
+                stubs.push(real);
+            }
+        }
         let container_id = format!("strata-{}-{}", std::process::id(), &LocalWorker::new_layer_id(&id).0[1..13]);
         // The bundle (config.json may hold secret env values) lives on tmpfs, never in
         // the store, and is removed whatever the outcome.
@@ -422,7 +448,7 @@ impl LocalWorker {
                 last_lines: outcome.last_lines,
             });
         }
-        remove_stubs(&work.upper(), &stubs, &stub_parents);
+        remove_stubs(&work.upper(), &stubs);
         self.finish_layer(id, work, base)
     }
 
@@ -454,12 +480,8 @@ impl LocalWorker {
         let upper = (self.snapshots.snapshotter() == Snapshotter::Overlay).then(|| work.upper());
         let op2 = op.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
-            let owner = match &op2.chown {
-                Some(c) => Some(
-                    crate::users::resolve_chown(&merged, &c.user, c.group.as_deref()).map_err(WorkerError::other)?,
-                ),
-                None => None,
-            };
+            // `--chown` is resolved by the copy, in the destination root.
+            let owner = None;
             // .dockerignore applies to context-relative paths; --exclude to paths relative
             // to each source, as BuildKit matches them.
             let ignore_fn = move |p: &str, d: bool| ignore(p, d);
@@ -487,38 +509,24 @@ impl LocalWorker {
         let (base, work, root_mount) = self.begin_step(inputs)?;
         let merged = work.merged();
         let result = (|| -> Result<(), WorkerError> {
+            let fs = Root::open(&merged).map_err(werr("opening the root file system"))?;
+            let owner_of = |chown: &Option<strata_solver::graph::Chown>| match chown {
+                Some(c) => {
+                    crate::users::resolve_chown(&fs, &c.user, c.group.as_deref()).map(Some).map_err(WorkerError::other)
+                }
+                None => Ok(None),
+            };
             match op {
                 Op::Mkdir { path, mode, chown } => {
-                    let owner = match chown {
-                        Some(c) => Some(
-                            crate::users::resolve_chown(&merged, &c.user, c.group.as_deref())
-                                .map_err(WorkerError::other)?,
-                        ),
-                        None => None,
-                    };
-                    mkdir_all_in_root(&merged, path, *mode, owner).map_err(werr("creating a directory"))
+                    let spec = DirSpec { mode: *mode, owner: owner_of(chown)? };
+                    fs.mkdir_all(&crate::root::clean(path.as_bytes()), spec)
+                        .map(|_| ())
+                        .map_err(|e| WorkerError::Other(format!("creating a directory: {}", e.into_io(path))))
                 }
                 Op::MkFile { path, data, mode, chown } => {
-                    let owner = match chown {
-                        Some(c) => Some(
-                            crate::users::resolve_chown(&merged, &c.user, c.group.as_deref())
-                                .map_err(WorkerError::other)?,
-                        ),
-                        None => None,
-                    };
-                    let rel = crate::context::clean_relative(path);
-                    if let Some(parent) = Path::new(&rel).parent().filter(|p| !p.as_os_str().is_empty()) {
-                        mkdir_all_in_root(&merged, &parent.to_string_lossy(), 0o755, owner)
-                            .map_err(werr("creating a directory"))?;
-                    }
-                    let file = merged.join(&rel);
-                    std::fs::write(&file, data).map_err(werr("writing a file"))?;
-                    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(*mode))
-                        .map_err(werr("chmod"))?;
-                    if let Some((u, g)) = owner {
-                        std::os::unix::fs::chown(&file, Some(u), Some(g)).map_err(werr("chown"))?;
-                    }
-                    Ok(())
+                    let owner = owner_of(chown)?;
+                    fs.write_file(path, data, *mode, owner, DirSpec { mode: 0o755, owner })
+                        .map_err(|e| WorkerError::Other(format!("writing {path}: {e}")))
                 }
                 _ => Err(WorkerError::Other("not a file op".into())),
             }
@@ -527,6 +535,79 @@ impl LocalWorker {
         result?;
         self.finish_layer(id, work, base)
     }
+
+    /// Fill the new cache mount directory `into` with what `source` names in `solved`
+    /// (`RUN --mount=type=cache,from=STAGE,source=PATH`), read inside that file system.
+    async fn seed_cache_mount(
+        &self,
+        solved: &Solved,
+        source: &str,
+        into: &Path,
+        view_at: &Path,
+    ) -> Result<(), WorkerError> {
+        let (src_root, guard, is_context) = match &solved.output {
+            Output::Local(name) => (self.context(name)?.dir.clone(), None, true),
+            Output::Layers(_) => {
+                let g = self.view(solved, view_at)?;
+                (view_at.to_path_buf(), g, false)
+            }
+        };
+        let op = strata_solver::graph::CopyOp {
+            sources: vec![source.to_string()],
+            dest: "/".into(),
+            dest_is_dir: true,
+            chown: None,
+            chmod: None,
+            exclude: vec![],
+            unpack_archives: false,
+            parents: false,
+            follow_symlinks: true,
+            create_dest_path: true,
+            allow_empty_wildcard: false,
+        };
+        let into = into.to_path_buf();
+        let result = tokio::task::spawn_blocking(move || {
+            crate::copy::copy(&crate::copy::CopyRequest {
+                src_root: &src_root,
+                dest_root: &into,
+                op: &op,
+                owner: None,
+                exclude: &|_, _| false,
+                source_is_context: is_context,
+                dest_upper: None,
+            })
+        })
+        .await
+        .map_err(WorkerError::other)?;
+        if let Some(g) = guard {
+            g.finish().map_err(werr("finishing a view"))?;
+        }
+        result.map(|_| ()).map_err(|e| WorkerError::Other(format!("cache mount from {source:?}: {e}")))
+    }
+}
+
+/// The host path of a bind mount's `source` inside `src_root` (a context directory or
+/// a mounted view of a stage), resolved inside it: symlinks are followed as if
+/// `src_root` were `/`, so `v -> /etc` names `src_root/etc`, never the host's `/etc`.
+/// A source that does not exist there is an error, as in BuildKit.
+fn mount_source(src_root: &Path, source: &str, what: &str) -> Result<PathBuf, WorkerError> {
+    let root = Root::open(src_root).map_err(werr("opening a bind mount source"))?;
+    let resolved = root
+        .resolve_path(source, true)
+        .map_err(|e| WorkerError::Other(format!("bind mount source: {}", e.into_io(source))))?;
+    if resolved.stat.is_none() {
+        let shown = crate::root::show(&resolved.real);
+        let note = if shown == crate::root::show(&crate::root::clean(source.as_bytes())) {
+            String::new()
+        } else {
+            format!(" (it resolves to {shown:?} inside {what})")
+        };
+        return Err(WorkerError::Other(format!(
+            "bind mount source {:?}: not found{note}",
+            format!("/{}", source.trim_start_matches('/'))
+        )));
+    }
+    root.host_path(&resolved.real).map_err(werr("opening a bind mount source"))
 }
 
 /// Remove bundles and secret files of strata processes that are gone (a SIGKILL
@@ -554,71 +635,15 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Create `path` (absolute in the image) and missing parents inside `root`, refusing to
-/// follow symlinks out of it.
-fn mkdir_all_in_root(root: &Path, path: &str, mode: u32, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    let rel = crate::context::clean_relative(path);
-    let mut cur = root.to_path_buf();
-    for seg in rel.split('/').filter(|s| !s.is_empty()) {
-        cur.push(seg);
-        match cur.symlink_metadata() {
-            Ok(m) if m.is_dir() => continue,
-            Ok(m) if m.file_type().is_symlink() => {
-                // Resolve the link inside the root.
-                let target = std::fs::read_link(&cur)?;
-                let joined = if target.is_absolute() {
-                    root.join(crate::context::clean_relative(&target.to_string_lossy()))
-                } else {
-                    let parent = cur.parent().unwrap_or(root).to_path_buf();
-                    let rel_parent = parent.strip_prefix(root).unwrap_or(Path::new("")).to_string_lossy().to_string();
-                    root.join(crate::context::clean_relative(&format!("{rel_parent}/{}", target.to_string_lossy())))
-                };
-                if joined.is_dir() {
-                    cur = joined;
-                    continue;
-                }
-                return Err(std::io::Error::other(format!("{path}: a path component is a symlink to a non-directory")));
-            }
-            Ok(_) => return Err(std::io::Error::other(format!("{path}: a path component is not a directory"))),
-            Err(_) => {
-                std::fs::create_dir(&cur)?;
-                std::fs::set_permissions(&cur, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-                if let Some((u, g)) = owner {
-                    std::os::unix::fs::chown(&cur, Some(u), Some(g))?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The ancestors of `p` (inside `root`) that do not exist yet, outermost first.
-fn missing_ancestors(root: &Path, p: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let segs: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
-    for seg in segs.iter().take(segs.len().saturating_sub(1)) {
-        cur = format!("{cur}/{seg}");
-        if root.join(cur.trim_start_matches('/')).symlink_metadata().is_err() {
-            out.push(cur.clone());
-        }
-    }
-    out
-}
-
 /// Remove the file mount-point stubs runc created (empty regular files such as
-/// /etc/resolv.conf or a secret's target). Directory stubs (/proc, /dev, /sys, mount
-/// targets and their parents) stay, as the reference BuildKit leaves them.
-fn remove_stubs(upper: &Path, stubs: &[(String, bool)], _parents: &[String]) {
-    for (p, existed) in stubs {
-        if *existed {
-            continue;
-        }
-        let path = upper.join(p.trim_start_matches('/'));
-        if let Ok(m) = path.symlink_metadata() {
-            if m.is_file() && m.len() == 0 {
-                let _ = std::fs::remove_file(&path);
-            }
+/// /etc/resolv.conf or a secret's target), by their real paths in the step's upper
+/// directory. Directory stubs (/proc, /dev, /sys, mount targets and their parents)
+/// stay, as the reference BuildKit leaves them.
+fn remove_stubs(upper: &Path, stubs: &[crate::root::Comps]) {
+    let Ok(upper) = Root::open(upper) else { return };
+    for real in stubs {
+        if let Err(e) = upper.remove_empty_file(real) {
+            tracing::debug!("removing the mount point {}: {e}", crate::root::show(real));
         }
     }
 }
@@ -637,10 +662,12 @@ impl Worker for LocalWorker {
                     // can only cost a cache miss, never a stale hit.
                     let exclude: ExcludeFn = Arc::new(|_, _| false);
                     let sources = c.sources.clone();
-                    let key = tokio::task::spawn_blocking(move || selection_hash(&ctx, &cache, &sources, &exclude))
-                        .await
-                        .map_err(WorkerError::other)?
-                        .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))?;
+                    let parents = c.parents;
+                    let key =
+                        tokio::task::spawn_blocking(move || selection_hash(&ctx, &cache, &sources, parents, &exclude))
+                            .await
+                            .map_err(WorkerError::other)?
+                            .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))?;
                     h.update(&key);
                     any = true;
                 }
@@ -653,11 +680,12 @@ impl Worker for LocalWorker {
                             let cache = self.stat_cache(name, &ctx.dir);
                             let none: ExcludeFn = Arc::new(|_, _| false);
                             let sources = vec![source.clone()];
-                            let key =
-                                tokio::task::spawn_blocking(move || selection_hash(&ctx, &cache, &sources, &none))
-                                    .await
-                                    .map_err(WorkerError::other)?
-                                    .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))?;
+                            let key = tokio::task::spawn_blocking(move || {
+                                selection_hash(&ctx, &cache, &sources, false, &none)
+                            })
+                            .await
+                            .map_err(WorkerError::other)?
+                            .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))?;
                             h.update(&key);
                             any = true;
                         }

@@ -7,9 +7,10 @@
 //!   the file name plays no part. Anything else is copied as a file;
 //! - the destination is a directory (created with 0755 and the `--chown` owner);
 //!   entries are placed with the destination directory as their root, as moby does
-//!   by chrooting into it: names are cleaned, a name that climbs out (`../x`) is an
-//!   error, symlinks in the tree are followed inside the destination, hard links must
-//!   name an entry inside it;
+//!   by chrooting into it: names are cleaned as if rooted (`../x` and `/x` are both
+//!   `x` of the destination), symlinks in the tree are followed inside the destination
+//!   (not through one whose target is missing, where moby fails), hard links must name
+//!   an entry the archive made;
 //! - an existing entry is replaced unless both are directories (then merged); missing
 //!   parents are created 0755 and owned by root; the `.` entry is skipped;
 //! - owners come from the archive unless `--chown` is given; modes (setuid, setgid,
@@ -27,8 +28,8 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid
 use rustix::io::Errno;
 use tar::EntryType;
 
-use super::root::{file_type, remove_all, show, Comps, DirSpec, ResolveError, Root};
 use super::{CopyError, CopyStats};
+use crate::root::{clean, file_type, remove_all, show, Comps, DirSpec, ResolveError, Root};
 
 const READ_BUFFER: usize = 128 * 1024;
 
@@ -133,29 +134,6 @@ struct Extractor<'a> {
     stats: &'a mut CopyStats,
 }
 
-/// An entry name cleaned like `path.Clean(strings.TrimLeft(name, "/"))`; `None` when
-/// it climbs above the root.
-fn clean_local(name: &[u8]) -> Option<Comps> {
-    let mut out: Comps = Vec::new();
-    let trimmed: &[u8] = {
-        let mut n = name;
-        while let Some(rest) = n.strip_prefix(b"/") {
-            n = rest;
-        }
-        n
-    };
-    for c in trimmed.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                out.pop()?;
-            }
-            c => out.push(c.to_vec()),
-        }
-    }
-    Some(out)
-}
-
 /// A numeric header field; an empty one (all NULs or spaces) is 0, as Go's reader
 /// takes it.
 fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
@@ -231,11 +209,9 @@ impl Extractor<'_> {
             return Ok(());
         }
         let raw = entry.path_bytes().into_owned();
-        let Some(comps) = clean_local(&raw) else {
-            return Err(
-                self.entry_err(&raw, "the name climbs out of the destination directory; refusing to extract it")
-            );
-        };
+        // Cleaned as if rooted: `../x` and `/x` are `x` of the destination, as with
+        // moby's chroot into it.
+        let comps = clean(&raw);
         let Some((name, parent)) = comps.split_last() else {
             // `.`: the destination itself keeps its metadata.
             return Ok(());
@@ -288,7 +264,17 @@ impl Extractor<'_> {
         let times = Timestamps { last_access: atime, last_modification: mtime };
 
         // The parent, resolved inside the destination directory; missing parents 0755,
-        // owned by root.
+        // owned by root. Not through a symlink whose target is missing: moby's untar
+        // (BuildKit's ADD) fails there ("no such file or directory") rather than make
+        // the directories a link points at.
+        if let Ok(r) = self.root.resolve(parent, true, None) {
+            if r.stat.is_none() && r.real.as_slice() != parent {
+                return Err(self.entry_err(
+                    &raw,
+                    format!("its parent {} is a symbolic link to a missing directory", show(parent)),
+                ));
+            }
+        }
         let (_, pfd) =
             self.root.mkdir_all(parent, DirSpec { mode: 0o755, owner: None }).map_err(|e| self.resolve_err(&raw, e))?;
         let pfd = pfd.as_fd();
@@ -340,19 +326,16 @@ impl Extractor<'_> {
             }
             EntryType::Link => {
                 let target = link.clone().unwrap_or_default();
-                let tcomps = match clean_local(&target) {
-                    Some(t) if !t.is_empty() => t,
-                    _ => {
-                        return Err(self.entry_err(
-                            &raw,
-                            format!(
-                                "hard link target {:?} is outside the destination directory; refusing to extract it",
-                                String::from_utf8_lossy(&target)
-                            ),
-                        ))
-                    }
+                let tcomps = clean(&target);
+                let Some((tname, tparent)) = tcomps.split_last() else {
+                    return Err(self.entry_err(
+                        &raw,
+                        format!(
+                            "hard link target {:?} is the destination directory itself",
+                            String::from_utf8_lossy(&target)
+                        ),
+                    ));
                 };
-                let (tname, tparent) = tcomps.split_last().expect("non-empty");
                 let resolved = self.root.resolve(tparent, true, None).map_err(|e| self.resolve_err(&raw, e))?;
                 if !resolved.is_dir() {
                     return Err(self.entry_err(
@@ -459,7 +442,7 @@ impl Extractor<'_> {
                 Ok(st) if file_type(&st) == FileType::Directory => {}
                 _ => continue,
             }
-            let shown = super::root::rel_str(&d.comps);
+            let shown = crate::root::rel_str(&d.comps);
             rustix::fs::utimensat(&pfd, name.as_slice(), &d.times, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(self.io_err(shown.as_bytes(), "setting the times of"))?;
         }
@@ -473,10 +456,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(clean_local(b"/abs/x").unwrap(), vec![b"abs".to_vec(), b"x".to_vec()]);
-        assert!(clean_local(b"../x").is_none());
-        assert!(clean_local(b"a/../../x").is_none());
-        assert!(clean_local(b"./").unwrap().is_empty());
+        assert_eq!(clean(b"/abs/x"), vec![b"abs".to_vec(), b"x".to_vec()]);
+        assert_eq!(clean(b"../x"), vec![b"x".to_vec()]);
+        assert_eq!(clean(b"a/../../x"), vec![b"x".to_vec()]);
+        assert!(clean(b"./").is_empty());
     }
 
     #[test]

@@ -245,7 +245,7 @@ mod tests {
     fn wildcards_and_split() {
         assert!(contains_wildcards(b"*.txt"));
         assert!(!contains_wildcards(b"a\\*b"));
-        let comps = crate::copy::root::clean(b"src/lib/*.rs");
+        let comps = crate::root::clean(b"src/lib/*.rs");
         let (a, b) = split_wildcards(&comps);
         assert_eq!(a, &[b"src".to_vec(), b"lib".to_vec()]);
         assert_eq!(b, &[b"*.rs".to_vec()]);
@@ -253,8 +253,8 @@ mod tests {
 
     #[test]
     fn path_patterns() {
-        let p = |s: &str| PathPattern::new(&crate::copy::root::clean(s.as_bytes()));
-        let c = |s: &str| crate::copy::root::clean(s.as_bytes());
+        let p = |s: &str| PathPattern::new(&crate::root::clean(s.as_bytes()));
+        let c = |s: &str| crate::root::clean(s.as_bytes());
         let pat = p("src/**/*.txt");
         assert!(pat.matches(&c("src/a.txt")));
         assert!(pat.matches(&c("src/x/y/c.txt")));

@@ -99,7 +99,7 @@
 mod archive;
 mod glob;
 mod owner;
-mod root;
+
 mod tree;
 
 use std::collections::{HashMap, HashSet};
@@ -112,8 +112,8 @@ use rustix::io::Errno;
 use strata_solver::graph::CopyOp;
 
 use crate::chmod::{Chmod, ChmodError};
+use crate::root::{clean, file_type, list_dir, rel_str, show, Comps, DirSpec, ResolveError, Resolved, Root, MAX_DEPTH};
 use glob::{contains_wildcards, split_wildcards, PathPattern, SegmentPattern};
-use root::{clean, file_type, list_dir, rel_str, show, Comps, DirSpec, ResolveError, Resolved, Root, MAX_DEPTH};
 use tree::{times_of, Copier, Paths, Place};
 
 pub use owner::resolve_chown;
@@ -263,7 +263,13 @@ pub fn copy_with_source_excludes(
     let dir_spec = DirSpec { mode: chmod.as_ref().and_then(Chmod::octal).map(|m| m & 0o777).unwrap_or(0o755), owner };
     let hidden = |real: &[Vec<u8>], is_dir: bool| !real.is_empty() && (req.exclude)(&rel_str(real), is_dir);
 
-    let planner = Planner { src: &src, op, hidden: &hidden, source_exclude };
+    let planner = Planner {
+        src: &src,
+        follow_symlinks: op.follow_symlinks,
+        allow_empty_wildcard: op.allow_empty_wildcard,
+        hidden: &hidden,
+        source_exclude,
+    };
     let mut plans: Vec<(usize, Plan)> = Vec::new();
     for (i, s) in op.sources.iter().enumerate() {
         if op.parents {
@@ -393,10 +399,38 @@ fn with_path(e: CopyError, path: &str) -> CopyError {
     }
 }
 
+/// The real paths in `src` (a source root) that the COPY source `source` names, as
+/// [`copy`] finds them (symlinks followed inside the root, wildcards expanded, entries
+/// `hidden` answers for left out): what the COPY's cache key must cover. `Err` holds
+/// the path of a source that is missing. With `parents`, the whole directory above
+/// the first wildcard (or the `/./` pivot) is named: more than is copied, never less.
+pub(crate) fn source_paths(
+    src: &Root,
+    source: &str,
+    parents: bool,
+    hidden: &dyn Fn(&[Vec<u8>], bool) -> bool,
+) -> Vec<Result<Comps, Comps>> {
+    let planner =
+        Planner { src, follow_symlinks: true, allow_empty_wildcard: true, hidden, source_exclude: &|_, _| false };
+    let source = if parents {
+        let comps = clean(source.replacen("/./", "/", 1).as_bytes());
+        let (lit, _) = split_wildcards(&comps);
+        rel_str(lit)
+    } else {
+        source.to_string()
+    };
+    match planner.expand(&source) {
+        Ok(items) => items.into_iter().map(|i| Ok(i.real)).collect(),
+        Err(CopyError::NotFound { path }) => vec![Err(clean(path.as_bytes()))],
+        Err(_) => vec![Err(clean(source.as_bytes()))],
+    }
+}
+
 /// Resolves sources before anything is written.
 struct Planner<'a> {
     src: &'a Root,
-    op: &'a CopyOp,
+    follow_symlinks: bool,
+    allow_empty_wildcard: bool,
     hidden: &'a dyn Fn(&[Vec<u8>], bool) -> bool,
     source_exclude: &'a dyn Fn(&str, bool) -> bool,
 }
@@ -414,7 +448,7 @@ impl Planner<'_> {
         let comps = clean(source.as_bytes());
         let (lit, wild) = split_wildcards(&comps);
         if wild.is_empty() {
-            let r = self.resolve(&comps, self.op.follow_symlinks)?;
+            let r = self.resolve(&comps, self.follow_symlinks)?;
             let Some(stat) = r.stat else {
                 return Err(CopyError::NotFound { path: show(&comps) });
             };
@@ -425,7 +459,7 @@ impl Planner<'_> {
                 stat,
             }]);
         }
-        let base = self.resolve(lit, self.op.follow_symlinks)?;
+        let base = self.resolve(lit, self.follow_symlinks)?;
         if base.stat.is_none() {
             return Err(CopyError::NotFound { path: show(lit) });
         }
@@ -436,7 +470,7 @@ impl Planner<'_> {
             self.glob_walk(&base.real, &pats, &mut rel, &mut matches)?;
         }
         if matches.is_empty() {
-            if self.op.allow_empty_wildcard {
+            if self.allow_empty_wildcard {
                 tracing::debug!(source, "wildcard matches nothing");
                 return Ok(Vec::new());
             }
@@ -448,7 +482,7 @@ impl Planner<'_> {
             real.extend(rel.iter().cloned());
             let mut named: Comps = lit.to_vec();
             named.extend(rel.iter().cloned());
-            let r = self.resolve(&real, self.op.follow_symlinks)?;
+            let r = self.resolve(&real, self.follow_symlinks)?;
             let Some(stat) = r.stat else {
                 return Err(CopyError::NotFound { path: show(&named) });
             };
@@ -541,7 +575,7 @@ impl Planner<'_> {
             return Err(CopyError::NotFound { path: show(&full) });
         }
         if !required
-            && !self.op.allow_empty_wildcard
+            && !self.allow_empty_wildcard
             && plans.iter().all(|p| matches!(p, Plan::Parents { included, .. } if included.is_empty()))
         {
             return Err(CopyError::NoMatch { pattern: source.to_string() });

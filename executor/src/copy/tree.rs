@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
-use super::root::{file_type, list_dir, rel_str, show, Comps, Root, MAX_DEPTH};
 use super::{CopyError, CopyStats, Side};
 use crate::chmod::Chmod;
+use crate::root::{file_type, list_dir, rel_str, show, Comps, Root, MAX_DEPTH};
 
 /// Where the entry being copied is, on both sides.
 #[derive(Clone)]
