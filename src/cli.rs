@@ -11,6 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "A daemonless, Dockerfile-compatible container image builder",
     long_about = "strata builds container images from Dockerfiles, like `docker buildx build`, without a daemon: \
                   same Dockerfile, same flags, an OCI image any tool runs — reproducible by default.",
+    after_help = "Exit status: 0 success; 1 the command failed (for a build: a Dockerfile error, a failed step, \
+                  a missing file, an unreachable registry, as buildx); 2 the command line is wrong (checked \
+                  before anything is read or run).",
     propagate_version = true
 )]
 pub struct Cli {
@@ -248,13 +251,34 @@ pub struct BuildArgs {
     /// Allow extra privileged entitlements (security.insecure, network.host)
     #[arg(long, value_delimiter = ',')]
     pub allow: Vec<String>,
-    /// Size of /dev/shm
+    /// Size of /dev/shm of RUN steps (e.g. 128MB, 1GiB; default 64MB)
     #[arg(long, value_name = "SIZE")]
     pub shm_size: Option<String>,
-    /// Ulimit options
+    /// Resource limit of RUN steps, as docker's (nofile=1024:2048; repeatable)
     #[arg(long, value_name = "TYPE=SOFT[:HARD]")]
     pub ulimit: Vec<String>,
     /// Timestamp for reproducible output (seconds, or `git` for the last commit's time)
     #[arg(long, value_name = "SECONDS|git")]
     pub source_date_epoch: Option<String>,
+}
+
+impl Cli {
+    /// Read the configuration file(s) and fill in what the command line left unsaid
+    /// (flags win).
+    pub fn apply_config(&mut self) -> crate::Result<()> {
+        let settings = crate::config::load(self.config.as_deref())?;
+        if self.root.is_none() {
+            self.root = settings.root.clone();
+        }
+        if self.jobs.is_none() {
+            self.jobs = settings.jobs;
+        }
+        if self.runtime.is_none() {
+            self.runtime = settings.runtime.clone();
+        }
+        self.tls_ca.extend(settings.registry.ca_files.iter().cloned());
+        self.insecure_registries.extend(settings.registry.insecure.iter().cloned());
+        self.settings = settings;
+        Ok(())
+    }
 }

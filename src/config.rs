@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cli::Cli;
 use crate::{Failure, Result};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -75,7 +74,7 @@ impl Settings {
             Failure::usage(format!("error: {place}: {}", e.message()))
         })?;
         if let Some(keep) = &s.storage.keep {
-            crate::prune::parse_size(keep)
+            crate::units::parse_size(keep)
                 .map_err(|e| Failure::usage(format!("error: {}: storage.keep: {e}", path.display())))?;
         }
         if s.jobs == Some(0) {
@@ -109,10 +108,10 @@ fn default_files() -> Vec<PathBuf> {
     files
 }
 
-/// Read the configuration and fill in what the command line left unsaid.
-pub fn apply(cli: &mut Cli) -> Result<()> {
+/// Read the configuration: `explicit` (`--config FILE`), else the default files.
+pub fn load(explicit: Option<&Path>) -> Result<Settings> {
     let mut settings = Settings::default();
-    match &cli.config {
+    match explicit {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Failure::usage(format!("error: --config {}: {e}", path.display())))?;
@@ -128,19 +127,7 @@ pub fn apply(cli: &mut Cli) -> Result<()> {
             }
         }
     }
-    if cli.root.is_none() {
-        cli.root = settings.root.clone();
-    }
-    if cli.jobs.is_none() {
-        cli.jobs = settings.jobs;
-    }
-    if cli.runtime.is_none() {
-        cli.runtime = settings.runtime.clone();
-    }
-    cli.tls_ca.extend(settings.registry.ca_files.iter().cloned());
-    cli.insecure_registries.extend(settings.registry.insecure.iter().cloned());
-    cli.settings = settings;
-    Ok(())
+    Ok(settings)
 }
 
 #[cfg(test)]

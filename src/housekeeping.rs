@@ -17,9 +17,10 @@ fn full_name(name: &str) -> Result<String> {
 }
 
 fn open(cli: &Cli) -> Result<(ImageNames, BlobStore, std::path::PathBuf)> {
-    let root = crate::store_root(cli);
-    let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: store {}: {e}", root.display())))?;
-    let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let store = crate::open_store(cli)?;
+    let root = store.root().to_path_buf();
+    let names =
+        ImageNames::open(&store).map_err(|e| Failure::build(format!("error: store {}: {e}", root.display())))?;
     Ok((names, store, root))
 }
 
@@ -56,7 +57,7 @@ pub fn images(cli: &Cli) -> Result<()> {
             n.name,
             &n.descriptor.digest.to_string()[..19],
             platforms,
-            crate::progress::human_bytes(size),
+            crate::units::human_bytes(size),
             n.created
         );
     }
@@ -226,7 +227,8 @@ fn walkdir_entries(p: &Path) -> Vec<std::path::PathBuf> {
 }
 
 pub fn du(cli: &Cli) -> Result<()> {
-    let root = crate::store_root(cli);
+    let store = crate::open_store(cli)?;
+    let root = store.root();
     println!("{:<14} {:>12} {:>10}", "KIND", "SIZE", "ENTRIES");
     for (kind, dir) in [
         ("blobs", "blobs"),
@@ -236,7 +238,7 @@ pub fn du(cli: &Cli) -> Result<()> {
         ("images", "images"),
     ] {
         let (bytes, count) = dir_size(&root.join(dir));
-        println!("{:<14} {:>12} {:>10}", kind, crate::progress::human_bytes(bytes), count);
+        println!("{:<14} {:>12} {:>10}", kind, crate::units::human_bytes(bytes), count);
     }
     Ok(())
 }

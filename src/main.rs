@@ -19,6 +19,7 @@ mod remote_context;
 mod resolve;
 mod ssh_keys;
 mod tty;
+mod units;
 mod verify;
 
 use std::process::ExitCode;
@@ -51,7 +52,7 @@ pub type Result<T> = std::result::Result<T, Failure>;
 
 fn main() -> ExitCode {
     let mut cli = cli::Cli::parse();
-    if let Err(f) = config::apply(&mut cli) {
+    if let Err(f) = cli.apply_config() {
         eprintln!("{}", f.message);
         return ExitCode::from(f.code);
     }
@@ -119,6 +120,14 @@ pub fn registry_options(cli: &cli::Cli) -> strata_oci::registry::RegistryOptions
         insecure_registries: cli.insecure_registries.clone(),
         ..Default::default()
     }
+}
+
+/// The local store, opened: its lock is held for as long as the value (or a clone)
+/// lives, so a running `strata prune` is waited for and cannot sweep under the command.
+pub fn open_store(cli: &cli::Cli) -> Result<strata_oci::store::BlobStore> {
+    let root = store_root(cli);
+    strata_oci::store::BlobStore::open(&root)
+        .map_err(|e| Failure::build(format!("error: opening the store {}: {e}", root.display())))
 }
 
 /// The store directory: `--root`, else /var/lib/strata as root, else $XDG_DATA_HOME/strata.

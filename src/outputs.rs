@@ -22,35 +22,6 @@ use strata_solver::worker::LayerId;
 use crate::cli::{BuildArgs, Cli, PushArgs};
 use crate::{Failure, Result};
 
-/// `SOURCE_DATE_EPOCH` from `--source-date-epoch`, the build arg, or the environment.
-pub fn source_date_epoch(
-    args: &BuildArgs,
-    build_args: &BTreeMap<String, String>,
-    context: &Path,
-) -> Result<Option<i64>> {
-    let raw = args
-        .source_date_epoch
-        .clone()
-        .or_else(|| build_args.get("SOURCE_DATE_EPOCH").cloned())
-        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
-        .filter(|s| !s.is_empty());
-    let Some(raw) = raw else { return Ok(None) };
-    if raw == "git" {
-        let out = std::process::Command::new("git")
-            .args(["log", "-1", "--format=%ct"])
-            .current_dir(context)
-            .output()
-            .map_err(|e| Failure::usage(format!("error: --source-date-epoch=git: cannot run git: {e}")))?;
-        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        return s.parse::<i64>().map(Some).map_err(|_| {
-            Failure::usage(format!("error: --source-date-epoch=git: {} has no git commit", context.display()))
-        });
-    }
-    raw.parse::<i64>()
-        .map(Some)
-        .map_err(|_| Failure::usage(format!("error: SOURCE_DATE_EPOCH={raw:?} is not a number of seconds")))
-}
-
 /// One parsed `-o` entry.
 #[derive(Debug, Clone)]
 pub struct OutputSpec {
@@ -192,7 +163,7 @@ fn layout_tag(tags: &[String]) -> Option<String> {
 }
 
 /// The `-o`/`--push` outputs of a build, checked.
-fn output_specs(args: &BuildArgs) -> Result<Vec<OutputSpec>> {
+pub fn output_specs(args: &BuildArgs) -> Result<Vec<OutputSpec>> {
     let mut specs: Vec<OutputSpec> = args.outputs.iter().map(|s| parse_output(s)).collect::<Result<_>>()?;
     if args.push {
         specs.push(OutputSpec { kind: "registry".into(), attrs: BTreeMap::new() });
@@ -223,7 +194,7 @@ fn output_specs(args: &BuildArgs) -> Result<Vec<OutputSpec>> {
 
 /// How the image's layers are written: the options of the first output, gzip when the
 /// image is pushed and no compression was asked for.
-fn image_options(args: &BuildArgs, specs: &[OutputSpec], epoch: Option<i64>) -> Result<ExportOptions> {
+pub fn image_options(args: &BuildArgs, specs: &[OutputSpec], epoch: Option<i64>) -> Result<ExportOptions> {
     let mut annotations = BTreeMap::new();
     for a in &args.annotations {
         let (k, v) = a
@@ -280,8 +251,7 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     // OCI layout's or the pushed manifest when there is one (their layers are
     // compressed), else the store's.
     let mut reported = image.clone();
-    let root = crate::store_root(req.cli);
-    let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let names = ImageNames::open(req.store).map_err(|e| Failure::build(format!("error: {e}")))?;
     let wants_image = specs.is_empty() || specs.iter().any(|s| s.kind == "image");
     if wants_image {
         for t in &args.tags {
@@ -550,10 +520,9 @@ async fn push_image_to(
                 }
             }
             PushEvent::Uploaded { digest, size } => transfer(&digest, size, size),
-            PushEvent::Interrupted { digest, resume_at, reason } if resume_at > 0 => status(
-                &digest,
-                format!("interrupted ({reason}); resuming at {}", crate::progress::human_bytes(resume_at)),
-            ),
+            PushEvent::Interrupted { digest, resume_at, reason } if resume_at > 0 => {
+                status(&digest, format!("interrupted ({reason}); resuming at {}", crate::units::human_bytes(resume_at)))
+            }
             PushEvent::Interrupted { digest, reason, .. } => {
                 status(&digest, format!("interrupted ({reason}); starting over"))
             }
@@ -593,16 +562,15 @@ async fn push_image_to(
 pub async fn push_command(cli: &Cli, p: &PushArgs) -> Result<()> {
     let target =
         Reference::parse(&p.name).map_err(|e| Failure::usage(format!("error: strata push {}: {e}", p.name)))?;
-    let root = crate::store_root(cli);
-    let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let store = crate::open_store(cli)?;
+    let names = ImageNames::open(&store).map_err(|e| Failure::build(format!("error: {e}")))?;
     let full = target.to_string();
     let image = names.get(&full).ok_or_else(|| {
         Failure::build(format!(
             "error: strata push: no image named {full} in {}; build one with `strata build -t {full} ...` or name one with `strata tag SOURCE {full}`",
-            root.display()
+            store.root().display()
         ))
     })?;
-    let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
     let client =
         RegistryClient::new(crate::registry_options(cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
     let mode = crate::progress::effective_mode(p.progress, false);
@@ -624,13 +592,12 @@ pub fn save_command(cli: &Cli, name: &str, output: &Path, format: &str) -> Resul
     if format != "oci" && format != "docker" {
         return Err(Failure::usage(format!("error: --format {format}: expected oci or docker")));
     }
-    let root = crate::store_root(cli);
-    let names = ImageNames::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+    let store = crate::open_store(cli)?;
+    let names = ImageNames::open(&store).map_err(|e| Failure::build(format!("error: {e}")))?;
     let full = Reference::parse(name).map(|r| r.to_string()).unwrap_or_else(|_| name.to_string());
     let img = names
         .get(&full)
-        .ok_or_else(|| Failure::build(format!("error: no image named {full} in {}", root.display())))?;
-    let store = BlobStore::open(&root).map_err(|e| Failure::build(format!("error: {e}")))?;
+        .ok_or_else(|| Failure::build(format!("error: no image named {full} in {}", store.root().display())))?;
     if format == "docker" {
         let dest = output.to_string_lossy();
         return strata_exporter::docker_archive::write_docker_image_to(&dest, &store, &img.descriptor, &[full], false)

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Instant;
 
-use strata_solver::progress::ProgressEvent;
+use strata_solver::progress::{ProgressEvent, ProgressSink};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::cli::ProgressMode;
+use crate::units::human_bytes;
 
 /// Resolve `auto` to what the terminal supports.
 pub fn effective_mode(mode: ProgressMode, quiet: bool) -> ProgressMode {
@@ -30,6 +31,30 @@ pub fn effective_mode(mode: ProgressMode, quiet: bool) -> ProgressMode {
 }
 
 /// Consume events until the channel closes; returns a summary of what ran.
+/// The progress printer of one command: events go to [`Progress::sink`], and
+/// [`Progress::finish`] waits for the printer to drain them (once every clone of the
+/// sink is dropped) and gives the summary.
+pub struct Progress {
+    sink: ProgressSink,
+    printer: tokio::task::JoinHandle<Summary>,
+}
+
+impl Progress {
+    pub fn start(mode: ProgressMode) -> Progress {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Progress { sink: ProgressSink::new(tx), printer: tokio::spawn(print(mode, rx)) }
+    }
+
+    pub fn sink(&self) -> &ProgressSink {
+        &self.sink
+    }
+
+    pub async fn finish(self) -> Summary {
+        drop(self.sink);
+        self.printer.await.unwrap_or_default()
+    }
+}
+
 pub async fn print(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>) -> Summary {
     let start = Instant::now();
     let mut numbers: HashMap<String, usize> = HashMap::new();
@@ -139,19 +164,4 @@ pub struct Summary {
     pub cached: usize,
     pub failed: usize,
     pub elapsed: std::time::Duration,
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.2}{}", UNITS[u])
-    }
 }

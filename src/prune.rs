@@ -16,107 +16,30 @@
 //! until blobs + snapshots fit in SIZE; `--filter until=DURATION` spares anything
 //! younger than DURATION (records by their creation time, files by their mtime).
 //!
-//! Prune takes an exclusive `flock` on `ROOT/prune.lock`; a build holds a shared one
-//! ([`shared_lock`]) from start to finish, so prune waits for running builds and builds
-//! wait for a running prune: nothing a build holds is ever swept under it.
+//! Prune opens the store exclusively ([`BlobStore::open_exclusive`]); every other
+//! command holds it shared for as long as it uses it (the lock is taken by opening the
+//! store, see `strata_oci::store`), so prune waits for them and they wait for a running
+//! prune: nothing a command holds is ever swept under it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustix::fs::FlockOperation;
 use strata_oci::digest::Digest;
 use strata_oci::names::ImageNames;
+use strata_oci::store::{BlobStore, StoreLock};
 use strata_solver::cache::CacheIndex;
 use strata_solver::worker::Output;
 
 use crate::cli::Cli;
-use crate::progress::human_bytes;
+use crate::units::{human_bytes, parse_duration, parse_size};
 use crate::{Failure, Result};
 
-/// The lock file, in the store root.
-pub const LOCK_FILE: &str = "prune.lock";
 /// Manifests and indexes larger than this are not parsed (they are KiBs in practice).
 const MAX_MANIFEST_BYTES: u64 = 4 << 20;
-
-fn open_lock(root: &Path) -> io::Result<File> {
-    fs::create_dir_all(root)?;
-    File::options().read(true).write(true).create(true).truncate(false).open(root.join(LOCK_FILE))
-}
-
-/// A build's hold on the store (shared; dropped when the build ends). Waits while a
-/// prune runs.
-pub fn shared_lock(root: &Path) -> io::Result<File> {
-    let f = open_lock(root)?;
-    if rustix::fs::flock(&f, FlockOperation::NonBlockingLockShared).is_err() {
-        eprintln!("waiting for `strata prune` to finish…");
-        rustix::fs::flock(&f, FlockOperation::LockShared)?;
-    }
-    Ok(f)
-}
-
-fn exclusive_lock(root: &Path) -> io::Result<File> {
-    let f = open_lock(root)?;
-    if rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {
-        eprintln!("waiting for running builds to finish…");
-        rustix::fs::flock(&f, FlockOperation::LockExclusive)?;
-    }
-    Ok(f)
-}
-
-/// `10MB`, `1.5GB`, `512KiB`, `1000` (bytes). kB/MB/GB/TB are powers of 1000 (as
-/// strata prints sizes), KiB/MiB/GiB/TiB powers of 1024.
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 500MB, 2GB, 1GiB)"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
-    };
-    Ok((n * mult) as u64)
-}
-
-/// Go-style durations (`24h`, `1h30m`, `90s`, `500ms`), plus `d` for days.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration (e.g. 24h, 90m, 1h30m, 7d)");
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
-        let after = &rest[n_end..];
-        let u_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
-        let secs = match &after[..u_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return Err(bad()),
-        };
-        total += n * secs;
-        rest = &after[u_end..];
-    }
-    Ok(Duration::from_secs_f64(total))
-}
 
 /// Something prune may remove, with what it occupies.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -277,9 +200,9 @@ pub fn run(cli: &Cli, all: bool, keep: Option<&str>, filter: &[String]) -> Resul
         println!("Nothing to prune: {} does not exist", root.display());
         return Ok(());
     }
-    let _lock = exclusive_lock(&root)
-        .map_err(|e| Failure::build(format!("error: locking {}: {e}", root.join(LOCK_FILE).display())))?;
-    let report = prune(&root, &opts)?;
+    let store =
+        BlobStore::open_exclusive(&root).map_err(|e| Failure::build(format!("error: locking the store: {e}")))?;
+    let report = prune(&store, &opts)?;
     report.print(&opts);
     Ok(())
 }
@@ -290,11 +213,9 @@ pub fn run(cli: &Cli, all: bool, keep: Option<&str>, filter: &[String]) -> Resul
 pub fn after_build(cli: &Cli, keep: &str) {
     let Ok(opts) = parse_options(false, Some(keep), &[]) else { return };
     let root = crate::store_root(cli);
-    let Ok(lock) = open_lock(&root) else { return };
-    if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
-        return;
-    }
-    match prune(&root, &opts) {
+    let Ok(Some(lock)) = StoreLock::try_exclusive(&root) else { return };
+    let Ok(store) = BlobStore::with_lock(root, lock) else { return };
+    match prune(&store, &opts) {
         Ok(r) if r.reclaimed > 0 => eprintln!(
             "storage.keep={keep}: pruned {} (the store now holds {})",
             human_bytes(r.reclaimed),
@@ -344,7 +265,9 @@ impl Report {
     }
 }
 
-fn prune(root: &Path, opts: &Options) -> Result<Report> {
+fn prune(store: &BlobStore, opts: &Options) -> Result<Report> {
+    debug_assert!(store.lock().is_exclusive());
+    let root = store.root();
     let now = SystemTime::now();
     let older = |t: SystemTime| match opts.until {
         Some(u) => now.duration_since(t).map(|age| age >= u).unwrap_or(false),
@@ -385,7 +308,7 @@ fn prune(root: &Path, opts: &Options) -> Result<Report> {
         .sum();
 
     // Roots that stay: named images.
-    let names = ImageNames::open(root).map_err(|e| ferr("image names", &e))?;
+    let names = ImageNames::open(store).map_err(|e| ferr("image names", &e))?;
     let mut permanent = BTreeSet::new();
     for n in names.list() {
         closure(&blob_dir, &n.descriptor.digest, &mut permanent);
@@ -533,30 +456,4 @@ fn prune(root: &Path, opts: &Options) -> Result<Report> {
         }
     }
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
-        assert_eq!(parse_size("1.5gb").unwrap(), 1_500_000_000);
-        assert_eq!(parse_size("2MiB").unwrap(), 2 * 1024 * 1024);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("ten").is_err());
-        assert!(parse_size("10XB").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert!(parse_duration("24").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("h").is_err());
-    }
 }

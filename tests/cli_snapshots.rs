@@ -217,7 +217,8 @@ fn error_dockerfile_syntax() {
     let (_ctx, ctx) = context(&[("Dockerfile", "FROM busybox\nRUN echo ok\nCOPY onlyone\n")]);
     let file = format!("{}:3:1", ctx.join("Dockerfile").display());
     let o = strata_env(&root, &["build", "--progress=plain", ctx.to_str().unwrap()], &[]);
-    let err = check_failure(&o, 2, &[&file, "COPY requires at least two arguments", " 3 | COPY onlyone"]);
+    // A Dockerfile error fails the build: 1, as buildx (2 is for a wrong command line).
+    let err = check_failure(&o, 1, &[&file, "COPY requires at least two arguments", " 3 | COPY onlyone"]);
     let shown = replace_all(&err, &[(ctx.to_str().unwrap(), "[CTX]")]);
     snapshot!("error_syntax", shown);
 }
@@ -270,9 +271,9 @@ fn error_unknown_stage() {
     let dir = ctx.to_str().unwrap();
     let df = ctx.join("Dockerfile").display().to_string();
     let o = strata_env(&root, &["build", "--progress=plain", "--target", "nope", dir], &[]);
-    let target = check_failure(&o, 2, &[&df, "target stage \"nope\" could not be found"]);
+    let target = check_failure(&o, 1, &[&df, "target stage \"nope\" could not be found"]);
     let o = strata_env(&root, &["build", "--progress=plain", dir], &[]);
-    let index = check_failure(&o, 2, &[&format!("{df}:2:1"), "invalid stage index 5", " 2 | COPY --from=5 /x /y"]);
+    let index = check_failure(&o, 1, &[&format!("{df}:2:1"), "invalid stage index 5", " 2 | COPY --from=5 /x /y"]);
     let shown = format!(
         "$ strata build --target nope .\n{target}\n$ strata build .    # COPY --from=5\n{index}",
         target = replace_all(&target, &[(dir, "[CTX]")]),

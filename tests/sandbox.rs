@@ -168,8 +168,45 @@ fn ssh_key_file_is_served_by_an_agent_during_the_build() {
     assert!(listed.contains(&public_blob), "the agent does not hold the key: {listed:?}");
     assert!(!dir.exists(), "the agent's socket directory outlived the build");
 
-    // Neither a socket nor a file: bad usage, named.
+    // Neither a socket nor a file: a missing file fails the build (1), named.
     let o = strata(root.path(), &["build", "--ssh", "default=/nonexistent/key", ctx.path().to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("/nonexistent/key"), "{}", text(&o));
+}
+
+#[test]
+fn shm_size_and_ulimit_reach_the_run_step() {
+    let env = test_env().expect("the test environment (tests/setup) is required");
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN df -k /dev/shm | tail -1 | awk '{print $2}' > /shm && ulimit -n > /nofile && ulimit -Hn > /nofile-hard\n",
+    )
+    .unwrap();
+    let bb = busybox_context(&env);
+    let run = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let dest = format!("type=local,dest={}", out.path().display());
+        let mut args = vec!["build", "--progress=plain", "--build-context", &bb, "-o", &dest];
+        args.extend_from_slice(extra);
+        let dir = ctx.path().to_str().unwrap().to_string();
+        args.push(&dir);
+        let o = strata(root.path(), &args);
+        assert!(o.status.success(), "{}", text(&o));
+        let read = |f: &str| std::fs::read_to_string(out.path().join(f)).unwrap().trim().to_string();
+        (read("shm"), read("nofile"), read("nofile-hard"))
+    };
+    // BuildKit's defaults: a 64 MB /dev/shm, 1048576 open files (capped by the host).
+    let (shm, nofile, _) = run(&[]);
+    assert_eq!(shm, "65536");
+    assert!(nofile.parse::<u64>().unwrap() >= 1024, "{nofile}");
+    // The flags, docker's syntax; a change of either is a different step (not cached).
+    let (shm, nofile, hard) = run(&["--shm-size", "128MB", "--ulimit", "nofile=1024:2048"]);
+    assert_eq!((shm.as_str(), nofile.as_str(), hard.as_str()), ("125000", "1024", "2048"));
+    // Bad values are usage errors.
+    let o = strata(root.path(), &["build", "--ulimit", "nofile=2048:1024", "."]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = strata(root.path(), &["build", "--shm-size", "lots", "."]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }

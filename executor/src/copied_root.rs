@@ -28,8 +28,8 @@ fn stamp(md: &fs::Metadata) -> (u64, i64, i64) {
 /// Copy the merged view of `lowers` (bottom first; overlay upper-directory form) into
 /// the empty directory `dest`, owners included, and record what it holds.
 pub fn materialize(lowers: &[PathBuf], dest: &Path) -> io::Result<Inventory> {
-    let mut sink = strata_exporter::rootfs::DirSink::create(dest).map_err(io::Error::other)?.keeping_owners();
-    strata_exporter::rootfs::export_rootfs(lowers, &mut sink).map_err(io::Error::other)?;
+    let mut sink = strata_fstree::rootfs::DirSink::create(dest).map_err(io::Error::other)?.keeping_owners();
+    strata_fstree::rootfs::export_rootfs(lowers, &mut sink).map_err(io::Error::other)?;
     sink.finish().map_err(io::Error::other)?;
     let mut inventory = Inventory::new();
     walk(dest, Path::new(""), &mut |rel, md| {

@@ -48,6 +48,10 @@ pub struct SandboxSpec {
     /// Extra bind/tmpfs mounts: (destination, source, type, options).
     pub mounts: Vec<ExtraMount>,
     pub extra_hosts: Vec<String>,
+    /// Size of /dev/shm in bytes (`--shm-size`); 64 MB when unset.
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s; a `nofile` one replaces the default.
+    pub ulimits: Vec<strata_solver::graph::Ulimit>,
 }
 
 #[derive(Debug, Clone)]
@@ -284,12 +288,7 @@ fn build_config(rootfs: &Path, etc: &Path, spec: &SandboxSpec) -> Result<Spec, S
         .cwd(if spec.cwd.is_empty() { "/".to_string() } else { spec.cwd.clone() })
         .capabilities(capabilities)
         .no_new_privileges(false)
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .hard(nofile_limit())
-            .soft(nofile_limit())
-            .build()
-            .map_err(err)?])
+        .rlimits(rlimits(&spec.ulimits)?)
         .build()
         .map_err(err)?;
     let m = |dest: &str, typ: &str, src: &str, opts: &[&str]| {
@@ -301,11 +300,13 @@ fn build_config(rootfs: &Path, etc: &Path, spec: &SandboxSpec) -> Result<Spec, S
             .build()
             .map_err(err)
     };
+    // In KiB, as docker writes it (a size the kernel does not round).
+    let shm_size = format!("size={}k", spec.shm_size.map(|b| b.div_ceil(1024)).unwrap_or(65536));
     let mut mounts = vec![
         m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         m("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
         m("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
-        m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &shm_size])?,
         m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
         m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
     ];
@@ -345,6 +346,44 @@ fn build_config(rootfs: &Path, etc: &Path, spec: &SandboxSpec) -> Result<Spec, S
     config.set_linux(Some(linux));
     config.set_annotations(None);
     Ok(config)
+}
+
+/// The process's resource limits: BuildKit's nofile default, then each `--ulimit`
+/// (which replaces a default of the same kind).
+fn rlimits(ulimits: &[strata_solver::graph::Ulimit]) -> Result<Vec<oci_spec::runtime::PosixRlimit>, SandboxError> {
+    use strata_solver::graph::UlimitKind as K;
+    let typ = |k: K| match k {
+        K::Core => PosixRlimitType::RlimitCore,
+        K::Cpu => PosixRlimitType::RlimitCpu,
+        K::Data => PosixRlimitType::RlimitData,
+        K::Fsize => PosixRlimitType::RlimitFsize,
+        K::Locks => PosixRlimitType::RlimitLocks,
+        K::Memlock => PosixRlimitType::RlimitMemlock,
+        K::Msgqueue => PosixRlimitType::RlimitMsgqueue,
+        K::Nice => PosixRlimitType::RlimitNice,
+        K::Nofile => PosixRlimitType::RlimitNofile,
+        K::Nproc => PosixRlimitType::RlimitNproc,
+        K::Rss => PosixRlimitType::RlimitRss,
+        K::Rtprio => PosixRlimitType::RlimitRtprio,
+        K::Rttime => PosixRlimitType::RlimitRttime,
+        K::Sigpending => PosixRlimitType::RlimitSigpending,
+        K::Stack => PosixRlimitType::RlimitStack,
+    };
+    let mut out = Vec::new();
+    if !ulimits.iter().any(|u| u.kind == K::Nofile) {
+        out.push(
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .hard(nofile_limit())
+                .soft(nofile_limit())
+                .build()
+                .map_err(err)?,
+        );
+    }
+    for u in ulimits {
+        out.push(PosixRlimitBuilder::default().typ(typ(u.kind)).hard(u.hard).soft(u.soft).build().map_err(err)?);
+    }
+    Ok(out)
 }
 
 /// Every capability this process can hand on (its bounding set), as BuildKit's

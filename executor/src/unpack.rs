@@ -3,7 +3,7 @@
 //! This module owns the reading end of a layer: it decompresses a layer blob (or any
 //! tar archive, for `ADD`), hashes the uncompressed stream (the diff_id), and extracts
 //! it into a directory in overlayfs upper-dir form, so that the directory can serve
-//! directly as an overlay lowerdir. The writing end is `strata_exporter::layer`.
+//! directly as an overlay lowerdir. The writing end is the exporter's `layer` module.
 //!
 //! # Nothing is written outside the root
 //!
@@ -64,7 +64,7 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::ffi::CString;
+
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -337,21 +337,6 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Clean an archive name as if rooted: no `/` prefix, no `.`, `..` stops at the root.
-fn clean_components(name: &[u8]) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    for c in name.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                out.pop();
-            }
-            c => out.push(c.to_vec()),
-        }
-    }
-    out
-}
-
 /// Clean a hard link target; `None` if it is absolute or climbs above the root.
 fn clean_link_target(target: &[u8]) -> Option<Vec<Vec<u8>>> {
     if target.starts_with(b"/") {
@@ -370,30 +355,9 @@ fn clean_link_target(target: &[u8]) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
+/// A PAX time as a [`Timespec`].
 fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = secs.parse().ok()?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut nanos: i64 = 0;
-    for (i, d) in frac.bytes().take(9).enumerate() {
-        nanos += (d - b'0') as i64 * 10i64.pow(8 - i as u32);
-    }
-    Some(if neg {
-        if nanos == 0 {
-            Timespec { tv_sec: -secs, tv_nsec: 0 }
-        } else {
-            Timespec { tv_sec: -secs - 1, tv_nsec: 1_000_000_000 - nanos }
-        }
-    } else {
-        Timespec { tv_sec: secs, tv_nsec: nanos }
-    })
+    strata_fstree::tar::parse_pax_time(v).map(|(sec, nsec)| Timespec { tv_sec: sec, tv_nsec: nsec as _ })
 }
 
 fn is_unsupported(e: Errno) -> bool {
@@ -465,7 +429,7 @@ impl Unpacker<'_> {
             kind = tar::EntryType::Directory;
         }
 
-        let comps = clean_components(&raw);
+        let comps = crate::root::clean(&raw);
         let Some((name, parent)) = comps.split_last() else {
             if kind.is_dir() {
                 return self.root_dir(&raw, meta);
@@ -529,7 +493,7 @@ impl Unpacker<'_> {
         match rustix::fs::statat(&pfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
             Ok(_) => {
-                remove_any(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
+                crate::root::remove_all(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
                 rustix::fs::mkdirat(&pfd, name.as_slice(), Mode::from_raw_mode(0o700))
                     .map_err(self.io_err("creating", raw))?;
             }
@@ -561,7 +525,7 @@ impl Unpacker<'_> {
         data: &mut R,
     ) -> Result<(), UnpackError> {
         let pfd = self.resolve_dir(parent, true).map_err(|e| self.resolve_err(raw, e))?;
-        remove_any(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
+        crate::root::remove_all(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
         let fd = rustix::fs::openat(
             &pfd,
             name,
@@ -607,7 +571,7 @@ impl Unpacker<'_> {
         meta: Meta,
     ) -> Result<(), UnpackError> {
         let pfd = self.resolve_dir(parent, true).map_err(|e| self.resolve_err(raw, e))?;
-        remove_any(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
+        crate::root::remove_all(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
         // The target is data: it is only ever followed by resolve_dir, inside the root.
         rustix::fs::symlinkat(target, &pfd, name).map_err(self.io_err("creating the symlink", raw))?;
         self.apply_at_meta(raw, pfd.as_fd(), name, &meta, false)?;
@@ -649,7 +613,7 @@ impl Unpacker<'_> {
                 return Ok(());
             }
         }
-        remove_any(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
+        crate::root::remove_all(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
         // Flags 0: a symlink target is linked itself, never followed.
         rustix::fs::linkat(&tfd, tname.as_slice(), &pfd, name, AtFlags::empty())
             .map_err(self.io_err("creating the hard link", raw))?;
@@ -684,7 +648,7 @@ impl Unpacker<'_> {
             (ft, rustix::fs::makedev(major, minor))
         };
         let pfd = self.resolve_dir(parent, true).map_err(|e| self.resolve_err(raw, e))?;
-        remove_any(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
+        crate::root::remove_all(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
         rustix::fs::mknodat(&pfd, name, ft, Mode::from_raw_mode(0o600), dev).map_err(self.io_err("creating", raw))?;
         self.apply_at_meta(raw, pfd.as_fd(), name, &meta, true)?;
         if ft == FileType::Fifo {
@@ -697,7 +661,7 @@ impl Unpacker<'_> {
 
     fn whiteout(&mut self, raw: &[u8], parent: &[Vec<u8>], name: &[u8]) -> Result<(), UnpackError> {
         let pfd = self.resolve_dir(parent, true).map_err(|e| self.resolve_err(raw, e))?;
-        remove_any(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
+        crate::root::remove_all(pfd.as_fd(), name).map_err(self.io_err("replacing", raw))?;
         rustix::fs::mknodat(&pfd, name, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
             .map_err(self.io_err("creating the overlay whiteout (a 0/0 character device; needs CAP_MKNOD) for", raw))?;
         self.stats.whiteouts += 1;
@@ -927,68 +891,7 @@ fn times(t: Timespec) -> Timestamps {
 
 /// Overlay metadata is never taken from an archive.
 fn skip_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
-}
-
-/// Remove whatever is at `name` in `parent` (a whole tree for a directory), without
-/// following symlinks. Nothing there is fine.
-fn remove_any(parent: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
-    match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(e),
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => remove_tree(parent, name),
-        Ok(_) => rustix::fs::unlinkat(parent, name, AtFlags::empty()),
-    }
-}
-
-/// Remove the directory `name` in `parent` and everything below it, iteratively (a
-/// hostile tree cannot exhaust the stack; each level holds one descriptor).
-fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
-    struct Frame {
-        fd: OwnedFd,
-        name: CString,
-        pending: Vec<CString>,
-    }
-    let open_dir = |at: BorrowedFd<'_>, n: &[u8]| -> Result<(OwnedFd, Vec<CString>), Errno> {
-        let fd = rustix::fs::openat(
-            at,
-            n,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut names = Vec::new();
-        for e in rustix::fs::Dir::read_from(&fd)? {
-            let e = e?;
-            let n = e.file_name();
-            if n.to_bytes() != b"." && n.to_bytes() != b".." {
-                names.push(n.to_owned());
-            }
-        }
-        Ok((fd, names))
-    };
-    let top_name = CString::new(name).map_err(|_| Errno::INVAL)?;
-    let (fd, pending) = open_dir(parent, name)?;
-    let mut stack = vec![Frame { fd, name: top_name, pending }];
-    while let Some(top) = stack.last_mut() {
-        match top.pending.pop() {
-            Some(child) => {
-                let st = rustix::fs::statat(&top.fd, child.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?;
-                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                    let (fd, pending) = open_dir(top.fd.as_fd(), child.as_bytes())?;
-                    stack.push(Frame { fd, name: child, pending });
-                } else {
-                    rustix::fs::unlinkat(&top.fd, child.as_c_str(), AtFlags::empty())?;
-                }
-            }
-            None => {
-                let done = stack.pop().expect("non-empty stack");
-                drop(done.fd);
-                let at = stack.last().map(|f| f.fd.as_fd()).unwrap_or(parent);
-                rustix::fs::unlinkat(at, done.name.as_c_str(), AtFlags::REMOVEDIR)?;
-            }
-        }
-    }
-    Ok(())
+    strata_fstree::overlay::is_overlay_xattr(name)
 }
 
 #[cfg(test)]
@@ -998,7 +901,7 @@ mod tests {
     #[test]
     fn names_are_cleaned_as_if_rooted() {
         let c = |s: &str| {
-            clean_components(s.as_bytes()).into_iter().map(|c| String::from_utf8(c).unwrap()).collect::<Vec<_>>()
+            crate::root::clean(s.as_bytes()).into_iter().map(|c| String::from_utf8(c).unwrap()).collect::<Vec<_>>()
         };
         assert_eq!(c("../escape"), ["escape"]);
         assert_eq!(c("/abs-file"), ["abs-file"]);

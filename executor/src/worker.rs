@@ -397,6 +397,8 @@ impl LocalWorker {
             hostname: self.cfg.hostname.clone(),
             mounts,
             extra_hosts: exec.extra_hosts.clone(),
+            shm_size: exec.shm_size,
+            ulimits: exec.ulimits.clone(),
         };
         // Mount points that do not exist yet are created by runc (inside the root, where
         // the destination resolves to); remember them by their real paths.

@@ -34,7 +34,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use strata_oci::digest::Digest;
@@ -62,6 +62,8 @@ pub enum DockerArchiveError {
     SizeMismatch { digest: Digest, expected: u64, actual: u64 },
     #[error("writing the docker archive: {0}")]
     Write(io::Error),
+    #[error("writing the docker archive: {0}")]
+    Layout(Box<strata_oci::layout::LayoutError>),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -148,20 +150,6 @@ fn blob_name(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
 }
 
-fn header(path: &str, size: u64, kind: tar::EntryType, mode: u32) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    // Every name here is short ASCII.
-    let _ = h.set_path(path);
-    h.set_size(size);
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_cksum();
-    h
-}
-
 /// The files besides the blobs: `index.json`, `manifest.json`, and every blob to carry
 /// (digest → size, checked against the store).
 struct Plan {
@@ -237,30 +225,11 @@ pub fn write_docker_archive<W: Write>(
     images: &[ArchiveImage],
 ) -> Result<W, DockerArchiveError> {
     let plan = plan(store, images)?;
-    let w = DockerArchiveError::Write;
-    let mut b = tar::Builder::new(out);
-    for d in ["blobs/", "blobs/sha256/"] {
-        b.append(&header(d, 0, tar::EntryType::Directory, 0o755), io::empty()).map_err(w)?;
-    }
-    for (digest, size) in &plan.blobs {
-        let path = store.path(digest);
-        let f = File::open(&path).map_err(|source| DockerArchiveError::Io { path: path.clone(), source })?;
-        let mut reader = f.take(*size);
-        b.append(&header(&blob_name(digest), *size, tar::EntryType::Regular, 0o644), &mut reader).map_err(w)?;
-        if reader.limit() != 0 {
-            let actual = size - reader.limit();
-            return Err(DockerArchiveError::SizeMismatch { digest: digest.clone(), expected: *size, actual });
-        }
-    }
     let marker = br#"{"imageLayoutVersion":"1.0.0"}"#;
-    for (name, data) in [
-        ("index.json", plan.index_json.as_slice()),
-        ("manifest.json", plan.manifest_json.as_slice()),
-        ("oci-layout", &marker[..]),
-    ] {
-        b.append(&header(name, data.len() as u64, tar::EntryType::Regular, 0o644), data).map_err(w)?;
-    }
-    b.into_inner().map_err(w)
+    let files: [(&str, &[u8]); 3] =
+        [("index.json", &plan.index_json), ("manifest.json", &plan.manifest_json), ("oci-layout", &marker[..])];
+    strata_oci::layout::write_layout_tar(out, store, &plan.blobs, &files)
+        .map_err(|e| DockerArchiveError::Layout(Box::new(e)))
 }
 
 /// Write to `dest`: `-` for standard output, else a file written under a temporary
@@ -324,6 +293,7 @@ impl From<io::Error> for DockerArchiveError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use strata_oci::image::{ImageConfig, RootFs};
 
     fn tiny_image(store: &BlobStore) -> Descriptor {

@@ -66,14 +66,15 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsString;
+use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use strata_fstree::overlay::{diff_xattrs, is_whiteout};
+use strata_fstree::tar::{kind, ContentError, TarEntry, TarWriter};
 use strata_oci::digest::{Digest, HashingWriter};
 use strata_oci::media;
 use strata_oci::store::{BlobStore, StoreError};
@@ -81,14 +82,8 @@ use strata_oci::store::{BlobStore, StoreError};
 /// Number of zstd worker threads, fixed so the output never depends on the machine.
 pub const ZSTD_WORKERS: u32 = 2;
 
-/// The name of the opaque-directory marker inside a layer tar.
-pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
-/// The prefix of a whiteout entry's name inside a layer tar.
-pub const WHITEOUT_PREFIX: &str = ".wh.";
-/// The xattr that marks an opaque directory in an overlay upper dir.
-pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+pub use strata_fstree::overlay::{OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
 
-const BLOCK: usize = 512;
 const STREAM_BUFFER: usize = 128 * 1024;
 
 /// How the tar stream is compressed.
@@ -149,8 +144,8 @@ pub enum LayerError {
     Write { path: PathBuf, source: io::Error },
     #[error("{path} changed while it was archived: its size was {expected} bytes but only {actual} could be read; make sure nothing writes to the snapshot while it is exported")]
     FileChanged { path: PathBuf, expected: u64, actual: u64 },
-    #[error("{path} has the overlayfs attribute {xattr}, which a layer cannot express; mount overlays with redirect_dir=off,metacopy=off")]
-    UnsupportedOverlay { path: PathBuf, xattr: String },
+    #[error(transparent)]
+    Overlay(#[from] strata_fstree::overlay::OverlayError),
     #[error("invalid {algorithm} compression level {level}: {expected}")]
     InvalidLevel { algorithm: &'static str, level: i64, expected: &'static str },
     #[error("starting the {algorithm} compressor: {source}")]
@@ -302,12 +297,11 @@ struct Child {
 }
 
 struct Walk<'a, W: Write> {
-    out: &'a mut W,
+    tar: TarWriter<&'a mut W>,
     opts: &'a LayerOptions,
     out_name: &'a Path,
     /// (dev, ino) → the archive name of its first appearance.
     links: HashMap<(u64, u64), Vec<u8>>,
-    copy_buf: Vec<u8>,
 }
 
 fn write_tar_stream<W: Write>(
@@ -320,7 +314,7 @@ fn write_tar_stream<W: Write>(
     if !meta.is_dir() {
         return Err(LayerError::NotADirectory { path: diff_dir.to_path_buf() });
     }
-    let mut walk = Walk { out, opts, out_name, links: HashMap::new(), copy_buf: vec![0; 64 * 1024] };
+    let mut walk = Walk { tar: TarWriter::new(out), opts, out_name, links: HashMap::new() };
     // Depth-first with an explicit stack: deep trees do not grow the call stack.
     let mut stack: Vec<std::vec::IntoIter<Child>> = vec![read_children(diff_dir, b"")?.into_iter()];
     while let Some(top) = stack.last_mut() {
@@ -332,7 +326,7 @@ fn write_tar_stream<W: Write>(
             stack.push(read_children(&child.abs, &child.rel)?.into_iter());
         }
     }
-    walk.write(&[0u8; 2 * BLOCK])?;
+    walk.tar.finish().map_err(|source| LayerError::Write { path: out_name.to_path_buf(), source })?;
     Ok(())
 }
 
@@ -347,7 +341,7 @@ fn read_children(dir: &Path, rel: &[u8]) -> Result<Vec<Child>, LayerError> {
         let entry = entry.map_err(read_err(dir))?;
         let abs = entry.path();
         let meta = fs::symlink_metadata(&abs).map_err(read_err(&abs))?;
-        let whiteout = meta.file_type().is_char_device() && meta.rdev() == 0;
+        let whiteout = is_whiteout(&meta);
         let name = entry.file_name();
         let mut child_rel = Vec::with_capacity(rel.len() + name.len() + 5);
         if !rel.is_empty() {
@@ -366,24 +360,9 @@ fn read_children(dir: &Path, rel: &[u8]) -> Result<Vec<Child>, LayerError> {
     Ok(children.into_iter().map(|(_, c)| c).collect())
 }
 
-/// A tar entry, before encoding.
-struct TarEntry {
-    name: Vec<u8>,
-    kind: u8,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    size: u64,
-    mtime: u64,
-    linkname: Vec<u8>,
-    devmajor: u32,
-    devminor: u32,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
 impl<W: Write> Walk<'_, W> {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), LayerError> {
-        self.out.write_all(bytes).map_err(|source| LayerError::Write { path: self.out_name.to_path_buf(), source })
+    fn header(&mut self, e: &TarEntry) -> Result<(), LayerError> {
+        self.tar.header(e).map_err(|source| LayerError::Write { path: self.out_name.to_path_buf(), source })
     }
 
     fn mtime(&self, meta: &Metadata) -> u64 {
@@ -399,16 +378,12 @@ impl<W: Write> Walk<'_, W> {
         let ft = c.meta.file_type();
         let mut e = TarEntry {
             name: c.rel.clone(),
-            kind: b'0',
+            kind: kind::REGULAR,
             mode: c.meta.mode() & 0o7777,
             uid: c.meta.uid() as u64,
             gid: c.meta.gid() as u64,
-            size: 0,
             mtime: self.mtime(&c.meta),
-            linkname: Vec::new(),
-            devmajor: 0,
-            devminor: 0,
-            xattrs: Vec::new(),
+            ..TarEntry::default()
         };
         if c.whiteout {
             e.mode = 0;
@@ -424,38 +399,38 @@ impl<W: Write> Walk<'_, W> {
         if !ft.is_dir() && c.meta.nlink() > 1 {
             let key = (c.meta.dev(), c.meta.ino());
             if let Some(first) = self.links.get(&key) {
-                e.kind = b'1';
+                e.kind = kind::HARD_LINK;
                 e.linkname = first.clone();
                 self.header(&e)?;
                 return Ok(false);
             }
             self.links.insert(key, c.rel.clone());
         }
-        let (xattrs, opaque) = read_xattrs(&c.abs, ft.is_dir())?;
+        let (xattrs, opaque) = diff_xattrs(&c.abs, ft.is_dir())?;
         e.xattrs = xattrs;
         if ft.is_dir() {
-            e.kind = b'5';
+            e.kind = kind::DIRECTORY;
             e.name.push(b'/');
             self.header(&e)?;
             if opaque {
                 let mut name = c.rel.clone();
                 name.push(b'/');
                 name.extend_from_slice(OPAQUE_WHITEOUT.as_bytes());
-                let marker = TarEntry { name, mode: 0, uid: 0, gid: 0, xattrs: Vec::new(), ..e };
-                self.header(&TarEntry { kind: b'0', ..marker })?;
+                let marker = TarEntry { name, kind: kind::REGULAR, mode: 0, uid: 0, gid: 0, xattrs: Vec::new(), ..e };
+                self.header(&marker)?;
             }
             return Ok(true);
         }
         if ft.is_symlink() {
             let target = fs::read_link(&c.abs).map_err(|source| LayerError::Read { path: c.abs.clone(), source })?;
-            e.kind = b'2';
+            e.kind = kind::SYMLINK;
             e.linkname = target.into_os_string().into_vec();
             self.header(&e)?;
         } else if ft.is_fifo() {
-            e.kind = b'6';
+            e.kind = kind::FIFO;
             self.header(&e)?;
         } else if ft.is_char_device() || ft.is_block_device() {
-            e.kind = if ft.is_char_device() { b'3' } else { b'4' };
+            e.kind = if ft.is_char_device() { kind::CHAR_DEVICE } else { kind::BLOCK_DEVICE };
             let dev = c.meta.rdev();
             e.devmajor = rustix::fs::major(dev);
             e.devminor = rustix::fs::minor(dev);
@@ -474,329 +449,10 @@ impl<W: Write> Walk<'_, W> {
             File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY).open(path).map_err(read_err)?;
         let size = e.size;
         self.header(&e)?;
-        let mut buf = std::mem::take(&mut self.copy_buf);
-        let mut done = 0u64;
-        let result = (|| {
-            while done < size {
-                let want = (size - done).min(buf.len() as u64) as usize;
-                let n = match f.read(&mut buf[..want]) {
-                    Ok(0) => {
-                        return Err(LayerError::FileChanged { path: path.to_path_buf(), expected: size, actual: done })
-                    }
-                    Ok(n) => n,
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(err) => return Err(read_err(err)),
-                };
-                self.write(&buf[..n])?;
-                done += n as u64;
-            }
-            Ok(())
-        })();
-        self.copy_buf = buf;
-        result?;
-        let pad = (BLOCK - (size % BLOCK as u64) as usize) % BLOCK;
-        self.write(&[0u8; BLOCK][..pad])
-    }
-
-    /// The PAX header (when needed) and the ustar header of `e`.
-    fn header(&mut self, e: &TarEntry) -> Result<(), LayerError> {
-        let mut pax: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        if e.name.len() > 100 {
-            pax.insert(b"path".to_vec(), e.name.clone());
-        }
-        if e.linkname.len() > 100 {
-            pax.insert(b"linkpath".to_vec(), e.linkname.clone());
-        }
-        if e.size > MAX_OCTAL_12 {
-            pax.insert(b"size".to_vec(), e.size.to_string().into_bytes());
-        }
-        if e.uid > MAX_OCTAL_8 {
-            pax.insert(b"uid".to_vec(), e.uid.to_string().into_bytes());
-        }
-        if e.gid > MAX_OCTAL_8 {
-            pax.insert(b"gid".to_vec(), e.gid.to_string().into_bytes());
-        }
-        for (name, value) in &e.xattrs {
-            let mut key = b"SCHILY.xattr.".to_vec();
-            key.extend_from_slice(name);
-            pax.insert(key, value.clone());
-        }
-        if !pax.is_empty() {
-            let mut data = Vec::new();
-            for (k, v) in &pax {
-                pax_record(&mut data, k, v);
-            }
-            let hdr = ustar_header(&UstarFields {
-                name: &pax_header_name(&e.name),
-                kind: b'x',
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                size: data.len() as u64,
-                mtime: 0,
-                linkname: b"",
-                devmajor: 0,
-                devminor: 0,
-            });
-            self.write(&hdr)?;
-            self.write(&data)?;
-            let pad = (BLOCK - data.len() % BLOCK) % BLOCK;
-            self.write(&[0u8; BLOCK][..pad])?;
-        }
-        let hdr = ustar_header(&UstarFields {
-            name: &e.name,
-            kind: e.kind,
-            mode: e.mode,
-            uid: e.uid,
-            gid: e.gid,
-            size: e.size,
-            mtime: e.mtime,
-            linkname: &e.linkname,
-            devmajor: e.devmajor,
-            devminor: e.devminor,
-        });
-        self.write(&hdr)
-    }
-}
-
-/// Extended attributes as (name, value) pairs.
-type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// The xattrs to store (sorted by name) and whether the directory is opaque.
-fn read_xattrs(path: &Path, is_dir: bool) -> Result<(Xattrs, bool), LayerError> {
-    let read_err = |source| LayerError::Read { path: path.to_path_buf(), source };
-    let names = match xattr::list(path) {
-        Ok(names) => names,
-        Err(err) if is_unsupported(&err) => return Ok((Vec::new(), false)),
-        Err(err) => return Err(read_err(err)),
-    };
-    let mut names: Vec<OsString> = names.collect();
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    let mut out = Vec::new();
-    let mut opaque = false;
-    for name in names {
-        let n = name.as_bytes();
-        if let Some(feature) = n.strip_prefix(b"trusted.overlay.") {
-            if feature == b"redirect" || feature == b"metacopy" {
-                return Err(LayerError::UnsupportedOverlay {
-                    path: path.to_path_buf(),
-                    xattr: name.to_string_lossy().into_owned(),
-                });
-            }
-            if is_dir && feature == b"opaque" {
-                opaque = xattr::get(path, &name).map_err(read_err)?.as_deref() == Some(b"y");
-            }
-            continue;
-        }
-        if n == b"security.selinux" {
-            continue;
-        }
-        // Gone between list and get: nothing to store.
-        if let Some(value) = xattr::get(path, &name).map_err(read_err)? {
-            out.push((n.to_vec(), value));
-        }
-    }
-    Ok((out, opaque))
-}
-
-fn is_unsupported(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENODATA))
-}
-
-// ---------------------------------------------------------------------------------
-// Header encoding
-
-const MAX_OCTAL_8: u64 = 0o7777777; // 7 digits + NUL
-const MAX_OCTAL_12: u64 = 0o77777777777; // 11 digits + NUL
-
-struct UstarFields<'a> {
-    name: &'a [u8],
-    kind: u8,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    size: u64,
-    mtime: u64,
-    linkname: &'a [u8],
-    devmajor: u32,
-    devminor: u32,
-}
-
-/// One 512-byte ustar header. Names longer than their fields are truncated (the PAX
-/// header carries the full value); numbers too large for octal are written base-256.
-fn ustar_header(f: &UstarFields<'_>) -> [u8; BLOCK] {
-    let mut h = [0u8; BLOCK];
-    copy_truncated(&mut h[0..100], f.name);
-    numeric(&mut h[100..108], f.mode as u64);
-    numeric(&mut h[108..116], f.uid);
-    numeric(&mut h[116..124], f.gid);
-    numeric(&mut h[124..136], f.size);
-    numeric(&mut h[136..148], f.mtime);
-    h[156] = f.kind;
-    copy_truncated(&mut h[157..257], f.linkname);
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    // uname [265..297] and gname [297..329] stay empty.
-    numeric(&mut h[329..337], f.devmajor as u64);
-    numeric(&mut h[337..345], f.devminor as u64);
-    // prefix [345..500] stays empty: long names go to PAX.
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| b as u32).sum();
-    let digits = format!("{sum:06o}");
-    h[148..154].copy_from_slice(&digits.as_bytes()[digits.len() - 6..]);
-    h[154] = 0;
-    h[155] = b' ';
-    h
-}
-
-fn copy_truncated(field: &mut [u8], value: &[u8]) {
-    let n = value.len().min(field.len());
-    field[..n].copy_from_slice(&value[..n]);
-}
-
-/// Zero-padded octal and a NUL, or base-256 (high bit set) when it does not fit.
-fn numeric(field: &mut [u8], value: u64) {
-    let digits = field.len() - 1;
-    if digits >= 22 || value < (1u64 << (3 * digits)) {
-        let s = format!("{value:0digits$o}");
-        field[..digits].copy_from_slice(s.as_bytes());
-        field[digits] = 0;
-    } else {
-        field.fill(0);
-        let bytes = value.to_be_bytes();
-        let n = field.len();
-        field[n - 8..].copy_from_slice(&bytes);
-        field[0] |= 0x80;
-    }
-}
-
-/// `"<len> <key>=<value>\n"`, where `<len>` counts the whole record including itself.
-fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    let rest = 1 + key.len() + 1 + value.len() + 1;
-    let mut len = rest + 1;
-    while len != rest + len.to_string().len() {
-        len = rest + len.to_string().len();
-    }
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(key);
-    out.push(b'=');
-    out.extend_from_slice(value);
-    out.push(b'\n');
-}
-
-/// The name of a PAX header entry, as Go's archive/tar writes it:
-/// `<dir>/PaxHeaders.0/<base>`, truncated to 100 bytes.
-fn pax_header_name(name: &[u8]) -> Vec<u8> {
-    let trimmed = name.strip_suffix(b"/").unwrap_or(name);
-    let (dir, base) = match trimmed.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&trimmed[..i + 1], &trimmed[i + 1..]),
-        None => (&b""[..], trimmed),
-    };
-    let mut out = dir.to_vec();
-    out.extend_from_slice(b"PaxHeaders.0/");
-    out.extend_from_slice(base);
-    out.truncate(100);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pax_record_length_counts_itself() {
-        for (k, v) in [(&b"path"[..], &b"x"[..]), (b"path", &[b'a'; 93][..]), (b"path", &[b'a'; 994][..])] {
-            let mut out = Vec::new();
-            pax_record(&mut out, k, v);
-            let space = out.iter().position(|&b| b == b' ').unwrap();
-            let len: usize = std::str::from_utf8(&out[..space]).unwrap().parse().unwrap();
-            assert_eq!(len, out.len());
-        }
-    }
-
-    #[test]
-    fn numeric_fields() {
-        let mut f = [0u8; 8];
-        numeric(&mut f, 0o755);
-        assert_eq!(&f, b"0000755\0");
-        numeric(&mut f, 1 << 21);
-        assert_eq!(f[0], 0x80);
-        assert_eq!(&f[1..], &[0, 0, 0, 0, 0x20, 0, 0]);
-        let mut f = [0u8; 12];
-        numeric(&mut f, 1);
-        assert_eq!(&f, b"00000000001\0");
-    }
-
-    #[test]
-    fn large_sizes_and_ids_get_pax_records_and_base256_fields() {
-        let opts = LayerOptions::default();
-        let mut out = Vec::new();
-        let mut walk = Walk {
-            out: &mut out,
-            opts: &opts,
-            out_name: Path::new("mem"),
-            links: HashMap::new(),
-            copy_buf: Vec::new(),
-        };
-        let size = 10u64 << 30;
-        walk.header(&TarEntry {
-            name: b"huge".to_vec(),
-            kind: b'0',
-            mode: 0o644,
-            uid: 3_000_000,
-            gid: 7,
-            size,
-            mtime: 1,
-            linkname: Vec::new(),
-            devmajor: 0,
-            devminor: 0,
-            xattrs: Vec::new(),
+        self.tar.content(&mut f, size).map_err(|err| match err {
+            ContentError::Read(source) => LayerError::Read { path: path.to_path_buf(), source },
+            ContentError::Short(actual) => LayerError::FileChanged { path: path.to_path_buf(), expected: size, actual },
+            ContentError::Write(source) => LayerError::Write { path: self.out_name.to_path_buf(), source },
         })
-        .unwrap();
-        let pax = tar::Header::from_byte_slice(&out[..BLOCK]);
-        assert_eq!(pax.entry_type(), tar::EntryType::XHeader);
-        let len = pax.size().unwrap() as usize;
-        let records = &out[BLOCK..BLOCK + len];
-        let keys: Vec<&str> = tar::PaxExtensions::new(records).map(|e| e.unwrap().key().unwrap()).collect();
-        assert_eq!(keys, ["size", "uid"], "sorted, only what is needed");
-        let main_at = BLOCK + len.div_ceil(BLOCK) * BLOCK;
-        let main = tar::Header::from_byte_slice(&out[main_at..main_at + BLOCK]);
-        assert_eq!(main.size().unwrap(), size);
-        assert_eq!(main.uid().unwrap(), 3_000_000);
-        assert_eq!(main.gid().unwrap(), 7);
-    }
-
-    #[test]
-    fn pax_header_names() {
-        assert_eq!(pax_header_name(b"a/b/c"), b"a/b/PaxHeaders.0/c");
-        assert_eq!(pax_header_name(b"dir/"), b"PaxHeaders.0/dir");
-        assert!(pax_header_name(&[b'x'; 300]).len() == 100);
-    }
-
-    #[test]
-    fn header_checksum_is_valid_for_tar_crate() {
-        let h = ustar_header(&UstarFields {
-            name: b"etc/passwd",
-            kind: b'0',
-            mode: 0o4755,
-            uid: 1000,
-            gid: 1000,
-            size: 12,
-            mtime: 1_700_000_000,
-            linkname: b"",
-            devmajor: 0,
-            devminor: 0,
-        });
-        let parsed = tar::Header::from_byte_slice(&h);
-        assert_eq!(parsed.cksum().unwrap(), {
-            let mut copy = h;
-            copy[148..156].copy_from_slice(b"        ");
-            copy.iter().map(|&b| b as u32).sum::<u32>()
-        });
-        assert_eq!(parsed.mode().unwrap(), 0o4755);
-        assert_eq!(parsed.path().unwrap().to_str(), Some("etc/passwd"));
-        assert_eq!(parsed.uid().unwrap(), 1000);
-        assert_eq!(parsed.mtime().unwrap(), 1_700_000_000);
     }
 }

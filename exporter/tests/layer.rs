@@ -276,7 +276,7 @@ fn overlay_redirects_are_refused() {
     fs::create_dir(tmp.path().join("moved")).unwrap();
     xattr::set(tmp.path().join("moved"), "trusted.overlay.redirect", b"/orig").unwrap();
     let err = write_layer_tar(tmp.path(), &mut Vec::new(), &LayerOptions::default()).unwrap_err();
-    assert!(matches!(err, LayerError::UnsupportedOverlay { .. }), "{err}");
+    assert!(matches!(err, LayerError::Overlay(strata_fstree::overlay::OverlayError::Unsupported { .. })), "{err}");
     assert!(err.to_string().contains("moved"), "{err}");
 }
 

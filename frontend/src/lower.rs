@@ -75,6 +75,10 @@ pub struct LowerOptions {
     pub network: NetworkMode,
     pub allow_insecure: bool,
     pub extra_hosts: Vec<String>,
+    /// `--shm-size` of every RUN, in bytes.
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s of every RUN.
+    pub ulimits: Vec<strata_solver::graph::Ulimit>,
     /// `created` of the config and history entries (RFC 3339).
     pub created: Option<String>,
     /// Shown first in every step's progress label (`[linux/arm64 build 2/5] RUN make`)
@@ -715,6 +719,8 @@ impl<'a> Lowerer<'a> {
                     platform: st.platform.clone(),
                     mounts,
                     extra_hosts: self.opts.extra_hosts.clone(),
+                    shm_size: self.opts.shm_size,
+                    ulimits: self.opts.ulimits.clone(),
                 };
                 st.node = self.graph.add_in_stage(Op::Exec(exec), inputs, name, Some(&stage_name));
                 let shown = match &r.cmd {
@@ -1045,6 +1051,8 @@ mod tests {
             network: NetworkMode::Host,
             allow_insecure: false,
             extra_hosts: Vec::new(),
+            shm_size: None,
+            ulimits: Vec::new(),
             created: None,
             platform_label: None,
         };

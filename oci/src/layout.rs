@@ -544,33 +544,45 @@ impl LayoutWriter {
         };
         let index_json = canonical_json(&index);
         let marker = layout_marker();
-
-        let mut b = tar::Builder::new(writer);
-        let t = LayoutError::Tar;
-        for d in ["blobs/", "blobs/sha256/"] {
-            let h = header(d, 0, tar::EntryType::Directory, 0o755);
-            b.append(&h, io::empty()).map_err(t)?;
-        }
-        for (digest, size) in &blobs {
-            let path = store.path(digest);
-            let f = File::open(&path).map_err(io_at(&path))?;
-            let actual = f.metadata().map_err(io_at(&path))?.len();
-            if actual != *size {
-                return Err(LayoutError::Store(StoreError::SizeMismatch {
-                    digest: digest.clone(),
-                    expected: *size,
-                    actual,
-                }));
-            }
-            let h = header(&format!("blobs/sha256/{}", digest.hex()), *size, tar::EntryType::Regular, 0o644);
-            b.append(&h, f).map_err(t)?;
-        }
-        let h = header(INDEX_FILE, index_json.len() as u64, tar::EntryType::Regular, 0o644);
-        b.append(&h, index_json.as_slice()).map_err(t)?;
-        let h = header(LAYOUT_FILE, marker.len() as u64, tar::EntryType::Regular, 0o644);
-        b.append(&h, marker.as_bytes()).map_err(t)?;
-        b.into_inner().map_err(LayoutError::Tar)
+        write_layout_tar(writer, store, &blobs, &[(INDEX_FILE, &index_json), (LAYOUT_FILE, marker.as_bytes())])
     }
+}
+
+/// The tar form of a layout (also a docker archive's, which adds `manifest.json`):
+/// `blobs/`, `blobs/sha256/`, each blob of `blobs` (digest → size, checked against the
+/// store) read from `store`, then `files` in name order; mtime 0, uid/gid 0, modes
+/// 0755/0644, so the same content always gives the same bytes. Returns the writer.
+pub fn write_layout_tar<W: Write>(
+    writer: W,
+    store: &BlobStore,
+    blobs: &BTreeMap<Digest, u64>,
+    files: &[(&str, &[u8])],
+) -> Result<W, LayoutError> {
+    let mut b = tar::Builder::new(writer);
+    let t = LayoutError::Tar;
+    for d in ["blobs/", "blobs/sha256/"] {
+        b.append(&header(d, 0, tar::EntryType::Directory, 0o755), io::empty()).map_err(t)?;
+    }
+    for (digest, size) in blobs {
+        let path = store.path(digest);
+        let f = File::open(&path).map_err(io_at(&path))?;
+        let actual = f.metadata().map_err(io_at(&path))?.len();
+        if actual != *size {
+            return Err(LayoutError::Store(StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: *size,
+                actual,
+            }));
+        }
+        let h = header(&format!("blobs/sha256/{}", digest.hex()), *size, tar::EntryType::Regular, 0o644);
+        b.append(&h, f.take(*size)).map_err(t)?;
+    }
+    let mut files = files.to_vec();
+    files.sort_by_key(|(name, _)| *name);
+    for (name, data) in files {
+        b.append(&header(name, data.len() as u64, tar::EntryType::Regular, 0o644), data).map_err(t)?;
+    }
+    b.into_inner().map_err(LayoutError::Tar)
 }
 
 fn layout_marker() -> String {

@@ -2,7 +2,7 @@
 //! per name under `ROOT/images/`, written atomically, so concurrent builds that tag
 //! different names never conflict and a killed build never leaves a torn record.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +23,10 @@ pub struct ImageNames {
 }
 
 impl ImageNames {
-    pub fn open(root: &Path) -> std::io::Result<Self> {
-        let dir = root.join("images");
+    /// The names of the store `store` (opened, so its lock is held: see
+    /// [`crate::store`]).
+    pub fn open(store: &crate::store::BlobStore) -> std::io::Result<Self> {
+        let dir = store.root().join("images");
         std::fs::create_dir_all(&dir)?;
         Ok(ImageNames { dir })
     }

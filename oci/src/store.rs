@@ -5,6 +5,14 @@
 //! never leaves a half-written blob under a digest name. Blobs that come from outside
 //! (registries, tarballs, layouts) are always verified before they are trusted.
 //!
+//! The store is locked by opening it ([`StoreLock`], an `flock` on `ROOT/prune.lock`):
+//! [`BlobStore::open`] holds a shared lock for as long as any clone of the value lives,
+//! [`BlobStore::open_exclusive`] (`strata prune`) an exclusive one. So every command
+//! that reads or writes the store (build, load, tag, push, save, images, inspect, ...)
+//! waits while a prune sweeps it, and a prune waits for them: nothing a command is
+//! working with is swept from under it. The lock covers the whole root (blobs,
+//! snapshots, the cache index, image names).
+//!
 //! A side index, `ROOT/blob-sources/<hex>`, lists the registry repositories
 //! (`registry/repository`, one a line) a blob is known to be in: pulls and pushes add to
 //! it, and a push uses it to mount a blob from another repository of the same registry
@@ -32,20 +40,86 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
-/// A blob store rooted at a directory.
+/// The lock file, in the store root.
+pub const LOCK_FILE: &str = "prune.lock";
+
+/// A hold on a store root: a shared or exclusive `flock` on `ROOT/prune.lock`,
+/// released when the last [`BlobStore`] clone holding it is dropped.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+    exclusive: bool,
+}
+
+impl StoreLock {
+    /// Take the lock, waiting (and saying so in the log) while another process holds
+    /// it the other way.
+    pub fn acquire(root: &Path, exclusive: bool) -> Result<StoreLock, StoreError> {
+        fs::create_dir_all(root).map_err(io_at(root))?;
+        let path = root.join(LOCK_FILE);
+        let file =
+            File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_at(&path))?;
+        let free = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        if free.is_err() {
+            let waiting_for = if exclusive { "other strata commands using the store" } else { "`strata prune`" };
+            tracing::warn!("waiting for {waiting_for} to finish ({})", root.display());
+            let locked = if exclusive { file.lock() } else { file.lock_shared() };
+            locked.map_err(io_at(&path))?;
+        }
+        Ok(StoreLock { _file: file, exclusive })
+    }
+
+    /// The exclusive lock if no other process holds the store now, else `None`.
+    pub fn try_exclusive(root: &Path) -> Result<Option<StoreLock>, StoreError> {
+        fs::create_dir_all(root).map_err(io_at(root))?;
+        let path = root.join(LOCK_FILE);
+        let file =
+            File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_at(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(StoreLock { _file: file, exclusive: true })),
+            Err(_) => Ok(None),
+        }
+    }
+
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
+}
+
+/// A blob store rooted at a directory, with the store's lock held (see the module
+/// documentation).
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    lock: std::sync::Arc<StoreLock>,
 }
 
 impl BlobStore {
-    /// Open (creating if needed) the store under `root`.
+    /// Open (creating if needed) the store under `root`, holding it shared.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
+        let lock = StoreLock::acquire(&root, false)?;
+        Self::with_lock(root, lock)
+    }
+
+    /// Open the store under `root` holding it exclusively (for sweeping it).
+    pub fn open_exclusive(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        let lock = StoreLock::acquire(&root, true)?;
+        Self::with_lock(root, lock)
+    }
+
+    /// Open the store under `root` with a lock already taken.
+    pub fn with_lock(root: PathBuf, lock: StoreLock) -> Result<Self, StoreError> {
         for d in [root.join("blobs/sha256"), root.join("tmp")] {
             fs::create_dir_all(&d).map_err(io_at(&d))?;
         }
-        Ok(BlobStore { root })
+        Ok(BlobStore { root, lock: std::sync::Arc::new(lock) })
+    }
+
+    /// The lock this value holds.
+    pub fn lock(&self) -> &StoreLock {
+        &self.lock
     }
 
     pub fn root(&self) -> &Path {

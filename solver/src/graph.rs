@@ -94,6 +94,85 @@ pub struct ExecOp {
     pub mounts: Vec<Mount>,
     /// Extra /etc/hosts lines (`--add-host`).
     pub extra_hosts: Vec<String>,
+    /// Size of /dev/shm in bytes (`--shm-size`); the runtime's 64 MB when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// Resource limits (`--ulimit`); BuildKit's nofile=1048576 when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+}
+
+/// One `--ulimit`: a resource with its soft and hard limit (`u64::MAX`: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    pub kind: UlimitKind,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The resources `--ulimit` names, as docker names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UlimitKind {
+    Core,
+    Cpu,
+    Data,
+    Fsize,
+    Locks,
+    Memlock,
+    Msgqueue,
+    Nice,
+    Nofile,
+    Nproc,
+    Rss,
+    Rtprio,
+    Rttime,
+    Sigpending,
+    Stack,
+}
+
+impl UlimitKind {
+    pub const ALL: [UlimitKind; 15] = [
+        UlimitKind::Core,
+        UlimitKind::Cpu,
+        UlimitKind::Data,
+        UlimitKind::Fsize,
+        UlimitKind::Locks,
+        UlimitKind::Memlock,
+        UlimitKind::Msgqueue,
+        UlimitKind::Nice,
+        UlimitKind::Nofile,
+        UlimitKind::Nproc,
+        UlimitKind::Rss,
+        UlimitKind::Rtprio,
+        UlimitKind::Rttime,
+        UlimitKind::Sigpending,
+        UlimitKind::Stack,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UlimitKind::Core => "core",
+            UlimitKind::Cpu => "cpu",
+            UlimitKind::Data => "data",
+            UlimitKind::Fsize => "fsize",
+            UlimitKind::Locks => "locks",
+            UlimitKind::Memlock => "memlock",
+            UlimitKind::Msgqueue => "msgqueue",
+            UlimitKind::Nice => "nice",
+            UlimitKind::Nofile => "nofile",
+            UlimitKind::Nproc => "nproc",
+            UlimitKind::Rss => "rss",
+            UlimitKind::Rtprio => "rtprio",
+            UlimitKind::Rttime => "rttime",
+            UlimitKind::Sigpending => "sigpending",
+            UlimitKind::Stack => "stack",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<UlimitKind> {
+        UlimitKind::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -144,31 +144,9 @@ fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
     }
 }
 
+/// A PAX time as a [`Timespec`].
 fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
-    let s = std::str::from_utf8(v).ok()?.trim();
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = secs.parse().ok()?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut nanos: i64 = 0;
-    for i in 0..9 {
-        nanos = nanos * 10 + frac.as_bytes().get(i).map(|b| (b - b'0') as i64).unwrap_or(0);
-    }
-    let (sec, nsec) = if neg {
-        if nanos == 0 {
-            (-secs, 0)
-        } else {
-            (-secs - 1, 1_000_000_000 - nanos)
-        }
-    } else {
-        (secs, nanos)
-    };
-    Some(Timespec { tv_sec: sec, tv_nsec: nsec as _ })
+    strata_fstree::tar::parse_pax_time(v).map(|(sec, nsec)| Timespec { tv_sec: sec, tv_nsec: nsec as _ })
 }
 
 impl Extractor<'_> {

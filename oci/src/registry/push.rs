@@ -35,7 +35,7 @@
 //! use strata_oci::registry::{PushOptions, RegistryClient, RegistryOptions};
 //! use strata_oci::{reference::Reference, store::BlobStore};
 //! let store = BlobStore::open("/var/lib/strata")?;
-//! let image = ImageNames::open(store.root())?.get("docker.io/library/app:latest").expect("named");
+//! let image = ImageNames::open(&store)?.get("docker.io/library/app:latest").expect("named");
 //! let client = RegistryClient::new(RegistryOptions::default())?;
 //! let target: Reference = "127.0.0.1:5000/team/app:1.0".parse()?;
 //! let report = client

@@ -1,0 +1,103 @@
+//! `strata build`: flags → Dockerfile → build graph → solve → image → outputs.
+//!
+//! A build is a chain of phases, each a function of the few values it needs, each in
+//! a module of its own:
+//!
+//! 1. [`plan`]: every flag checked and typed, no I/O (usage errors, exit code 2);
+//! 2. [`source`]: the context (directory, URL or stdin) and the Dockerfile's bytes;
+//! 3. [`dockerfile`]: parsed, linted; `--call=outline|targets|check` answered here;
+//! 4. the store, opened (its lock is held from here to the end: `strata_oci::store`);
+//! 5. [`inputs`]: local contexts with `.dockerignore`, named contexts, secrets, ssh;
+//! 6. [`lowering`]: base images resolved, one graph for every platform;
+//! 7. [`solving`]: the graph run or found in the cache;
+//! 8. the export (`crate::outputs`) and the report.
+//!
+//! Exit codes: 0 built; 1 the build failed — a Dockerfile error, a failed step, a
+//! missing file, an unreachable registry (as buildx); 2 the command line is wrong.
+
+pub mod dockerfile;
+pub mod inputs;
+pub mod lowering;
+pub mod plan;
+pub mod solving;
+pub mod source;
+
+use crate::cli::{BuildArgs, Cli, ProgressMode};
+use crate::progress::Progress;
+use crate::Result;
+
+pub use plan::BuildPlan;
+
+pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
+    let plan = BuildPlan::from_args(cli, args)?;
+    let source = source::BuildSource::read(&plan).await?;
+    let df = dockerfile::ParsedDockerfile::parse(&source, &plan)?;
+    if df.answer_call(&plan)? {
+        return Ok(());
+    }
+    let store = crate::open_store(cli)?;
+    let mut inputs = inputs::BuildInputs::gather(&plan, &source)?;
+    let progress = Progress::start(plan.progress);
+    let outcome: Result<Outcome> = async {
+        let lowered = lowering::lower_all(cli, &plan, &df, &store, &mut inputs, source.epoch, progress.sink())?;
+        if let Some(format) = plan.print_graph {
+            return Ok(Outcome::Graph(render_graph(&lowered.graph, format, &lowered.targets)));
+        }
+        lowering::check_emulators(&lowered.graph, &plan.host)?;
+        let solved =
+            solving::solve(cli, args, &plan, &df, &store, inputs, lowered, source.epoch, progress.sink()).await?;
+        let exported = crate::outputs::export(crate::outputs::ExportRequest {
+            cli,
+            args,
+            store: &store,
+            worker: &solved.worker,
+            images: solved.images,
+            epoch: source.epoch,
+            progress: progress.sink().clone(),
+        })
+        .await?;
+        Ok(Outcome::Built(exported))
+    }
+    .await;
+    let summary = progress.finish().await;
+    match outcome? {
+        Outcome::Graph(text) => print!("{text}"),
+        Outcome::Built(exported) => report(plan.progress, &summary, &exported),
+    }
+    Ok(())
+}
+
+/// `--print-graph`.
+fn render_graph(
+    graph: &strata_solver::graph::Graph,
+    format: plan::GraphFormat,
+    targets: &[strata_solver::graph::NodeId],
+) -> String {
+    match format {
+        plan::GraphFormat::Dot => graph.to_dot(targets),
+        plan::GraphFormat::Json => format!("{}\n", serde_json::to_string_pretty(graph).unwrap_or_default()),
+    }
+}
+
+/// What a build ended with.
+enum Outcome {
+    /// `--print-graph`: the graph, rendered.
+    Graph(String),
+    Built(crate::outputs::Exported),
+}
+
+/// The last line: the image ID alone with `-q`, else a summary (none in rawjson).
+fn report(mode: ProgressMode, summary: &crate::progress::Summary, exported: &crate::outputs::Exported) {
+    match mode {
+        ProgressMode::Quiet => println!("{}", exported.image_id),
+        ProgressMode::Rawjson => {}
+        _ => eprintln!(
+            "Build complete in {:.1}s: {} step{} run, {} cached. Image {}",
+            summary.elapsed.as_secs_f64(),
+            summary.ran,
+            if summary.ran == 1 { "" } else { "s" },
+            summary.cached,
+            exported.digest
+        ),
+    }
+}

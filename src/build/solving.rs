@@ -1,0 +1,154 @@
+//! The sixth phase: the graph solved — cached steps found, the others run in runc, in
+//! parallel up to `--jobs` — and each platform's result made an image to export. The
+//! layers of the exported stages are written while later steps still run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use strata_executor::sandbox::Runc;
+use strata_executor::worker::{LocalWorker, WorkerConfig};
+use strata_oci::store::BlobStore;
+use strata_solver::cache::CacheIndex;
+use strata_solver::graph::{Graph, NodeId};
+use strata_solver::progress::ProgressSink;
+use strata_solver::scheduler::{Scheduler, SolveOptions};
+use strata_solver::worker::WorkerError;
+
+use super::dockerfile::ParsedDockerfile;
+use super::inputs::BuildInputs;
+use super::lowering::LoweredBuild;
+use super::plan::BuildPlan;
+use crate::cli::{BuildArgs, Cli};
+use crate::outputs::PlatformImage;
+use crate::{Failure, Result};
+
+/// The solved build: one image per platform, and the worker that holds their
+/// snapshots (the export reads them).
+pub struct SolvedBuild {
+    pub images: Vec<PlatformImage>,
+    pub worker: Arc<LocalWorker>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn solve(
+    cli: &Cli,
+    args: &BuildArgs,
+    plan: &BuildPlan,
+    df: &ParsedDockerfile,
+    store: &BlobStore,
+    inputs: BuildInputs,
+    lowered: LoweredBuild,
+    epoch: Option<i64>,
+    progress: &ProgressSink,
+) -> Result<SolvedBuild> {
+    let root = store.root().to_path_buf();
+    let runc =
+        Runc::locate(cli.runtime.as_deref(), root.join("runc")).map_err(|e| Failure::build(format!("error: {e}")))?;
+    runc.clean_stale().await;
+    let worker = Arc::new(
+        LocalWorker::new(WorkerConfig {
+            root: root.clone(),
+            runc,
+            contexts: inputs.contexts.clone(),
+            secrets: inputs.secrets.clone(),
+            ssh: inputs.ssh.clone(),
+            patterns: inputs.patterns.clone(),
+            hostname: "buildkitsandbox".into(),
+        })
+        .map_err(|e| Failure::build(format!("error: {e}")))?,
+    );
+    let cache = CacheIndex::open(&root).map_err(|e| Failure::build(format!("error: cache index: {e}")))?;
+    let solve_opts = SolveOptions {
+        jobs: plan.jobs.unwrap_or_else(|| SolveOptions::default().jobs),
+        no_cache: plan.no_cache,
+        no_cache_filter: plan.no_cache_filter.clone(),
+    };
+    if solve_opts.jobs > 1 {
+        if let Some(opts) = crate::outputs::layer_options(args, epoch)? {
+            write_layers_ahead(&worker, store, &lowered.graph, &lowered.targets, opts);
+        }
+    }
+    let scheduler = Scheduler::new(worker.clone(), cache, solve_opts, progress.clone());
+    let cancel = scheduler.canceller();
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = cancel.send(true);
+        }
+    });
+    let solved = scheduler.solve(Arc::new(lowered.graph), &lowered.targets).await;
+    ctrl_c.abort();
+    worker.flush();
+    drop(inputs);
+    let solved = solved.map_err(|e| Failure::build(solve_error(&e, df, &lowered.step_lines)))?;
+    let mut images = Vec::with_capacity(lowered.targets.len());
+    for (target, config) in lowered.targets.iter().zip(lowered.configs) {
+        let result =
+            solved.get(target).ok_or_else(|| Failure::build("error: the solver returned no result for the target"))?;
+        // Without SOURCE_DATE_EPOCH, an unchanged result keeps its first build's timestamps.
+        let config = if epoch.is_none() { crate::created::reuse(&root, &result.cache_key, config) } else { config };
+        images.push(PlatformImage { layers: result.output.layers().to_vec(), config });
+    }
+    Ok(SolvedBuild { images, worker })
+}
+
+/// The message of a failed solve, with where the failing step is in the Dockerfile (a
+/// cancelled build failed nowhere).
+fn solve_error(
+    e: &strata_solver::scheduler::SolveError,
+    df: &ParsedDockerfile,
+    step_lines: &BTreeMap<String, usize>,
+) -> String {
+    let mut message = match &e.error {
+        WorkerError::StepFailed { message, last_lines, .. } => {
+            let mut s = format!("ERROR: failed to solve: {}: {message}", e.step);
+            if !last_lines.is_empty() {
+                s.push_str("\n------\n");
+                for l in last_lines {
+                    s.push_str(&format!(" > {l}\n"));
+                }
+                s.push_str("------");
+            }
+            s
+        }
+        WorkerError::Cancelled => format!("ERROR: build cancelled ({})", e.step),
+        other => format!("ERROR: failed to solve: {}: {other}", e.step),
+    };
+    if let Some(line) = step_lines.get(&e.step).filter(|_| !matches!(e.error, WorkerError::Cancelled)) {
+        message.push('\n');
+        message.push_str(&crate::diagnostics::step_location(&df.path, &df.text, *line));
+    }
+    message
+}
+
+/// Write the image layer of each step of the exported stages as soon as the step is
+/// done, while later steps run, rather than all of them after the last one: the
+/// export then finds them written (or waits for the one still being written).
+fn write_layers_ahead(
+    worker: &Arc<LocalWorker>,
+    store: &BlobStore,
+    graph: &Graph,
+    targets: &[NodeId],
+    opts: strata_exporter::image::ExportOptions,
+) {
+    let chain: std::collections::HashSet<_> = targets.iter().flat_map(|t| graph.layer_chain(t)).collect();
+    let snapshots = worker.snapshots().clone();
+    let store = store.clone();
+    let opts = Arc::new(opts);
+    worker.on_layer(Arc::new(move |node, layer| {
+        if !chain.contains(node) {
+            return;
+        }
+        let input = strata_exporter::image::LayerInput {
+            dir: snapshots.layer_dir(layer),
+            meta_dir: snapshots.root().join(&layer.0),
+            source: None,
+        };
+        let (store, opts) = (store.clone(), opts.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = strata_exporter::image::ensure_layer(&store, &input, &opts) {
+                // The export writes it again and reports what goes wrong.
+                tracing::debug!(layer = %input.dir.display(), error = %e, "writing a layer ahead failed");
+            }
+        });
+    }));
+}
