@@ -160,7 +160,7 @@ fn clean_scratch(root: &Path) -> u64 {
                 continue;
             }
             freed += tree_size(&e.path());
-            let _ = strata_executor::snapshot::remove_tree(&e.path());
+            let _ = strata_executor::remove::remove_tree(&e.path());
         }
     }
     if let Ok(snaps) = strata_executor::snapshot::Snapshots::open(root) {
@@ -422,7 +422,7 @@ fn prune(store: &BlobStore, opts: &Options) -> Result<Report> {
     for (o, st) in doomed {
         let res = match o {
             Object::Blob(d) => fs::remove_file(blob_dir.join(d.hex())),
-            Object::Snapshot(id) => strata_executor::snapshot::remove_tree(&snap_dir.join(id)),
+            Object::Snapshot(id) => strata_executor::remove::remove_tree(&snap_dir.join(id)),
         };
         match res {
             Ok(()) => {
@@ -445,7 +445,7 @@ fn prune(store: &BlobStore, opts: &Options) -> Result<Report> {
                     continue;
                 }
                 let size = tree_size(&e.path());
-                match strata_executor::snapshot::remove_tree(&e.path()) {
+                match strata_executor::remove::remove_tree(&e.path()) {
                     Ok(()) => {
                         report.cache_mounts += 1;
                         report.reclaimed += size;

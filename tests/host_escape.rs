@@ -89,16 +89,12 @@ fn build_with_env(
     extra: &[&str],
     envs: &[(&str, &str)],
 ) -> (std::process::Output, String, tempfile::TempDir) {
-    let env = test_env().expect("the test environment (tests/setup) is required");
     let root = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let bb = busybox_context(&env);
     let dest = format!("type=local,dest={}", out.path().display());
-    let mut args = vec!["build", "--progress=plain", "--build-context", &bb, "-o", &dest];
+    let mut args = vec!["-o", &dest];
     args.extend_from_slice(extra);
-    let dir = ctx.display().to_string();
-    args.push(&dir);
-    let o = strata_env(root.path(), &args, envs);
+    let o = common::build_with_env(root.path(), ctx, &args, envs);
     let log = text(&o);
     assert_no_panic(&log);
     (o, log, out)

@@ -1,4 +1,4 @@
-//! Pushes through the strata binary with a proxy written here (std threads and sockets)
+//! Pushes through the strata binary with a fault-injecting proxy (strata-testsupport)
 //! between strata and the registries of the test environment: a push that meets dropped
 //! connections in the middle of blob bodies, 500s and 429s still completes, with the same
 //! manifest as a push without faults and every blob intact in the registry; a push with a
@@ -8,259 +8,16 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::Value;
 
 use common::*;
-
-// ---------------------------------------------------------------------------------------
-// A proxy on loopback
-
-/// What the proxy does to one HTTP request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    Pass,
-    /// Forward the head and this many body bytes, then close both connections.
-    CutBody(u64),
-    /// Read the whole request, answer this status (`Retry-After: 0`) without asking the
-    /// registry.
-    Respond(u16),
-}
-
-/// One request as the proxy saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    target: String,
-    content_length: Option<u64>,
-    fault: Fault,
-}
-
-type Plan = Arc<dyn Fn(&Seen, usize) -> Fault + Send + Sync>;
-
-#[derive(Default)]
-struct Stats {
-    seen: Mutex<Vec<Seen>>,
-    /// Bytes the client sent (raw mode: everything; HTTP mode: heads and bodies).
-    bytes_up: AtomicU64,
-    /// Connections that did not start with an HTTP request line (TLS).
-    raw_connections: AtomicUsize,
-    stop: AtomicBool,
-}
-
-impl Stats {
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-struct Proxy {
-    addr: String,
-    stats: Arc<Stats>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stats.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// A proxy 127.0.0.1:RANDOM → `upstream`. With a plan it reads HTTP/1.1 requests (one per
-/// connection: it forwards `Connection: close`) and applies `plan(request, number of
-/// earlier requests with that method)`; bytes that are not HTTP (a TLS handshake: strata
-/// tries HTTPS first on loopback) are relayed unchanged. Without a plan every connection
-/// is relayed as raw bytes, counted.
-fn start_proxy(upstream: &str, plan: Option<Plan>) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let stats = Arc::new(Stats::default());
-    let (st, upstream) = (stats.clone(), upstream.to_string());
-    thread::spawn(move || {
-        // Ends when the proxy is dropped, or after 5 minutes.
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while !st.stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-            match listener.accept() {
-                Ok((client, _)) => {
-                    let (st, plan, upstream) = (st.clone(), plan.clone(), upstream.clone());
-                    thread::spawn(move || {
-                        client.set_nonblocking(false).unwrap();
-                        match plan {
-                            Some(plan) => http_one(client, &upstream, &plan, st),
-                            None => raw_relay(client, &upstream, Vec::new(), st),
-                        }
-                    });
-                }
-                Err(_) => thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-    Proxy { addr, stats }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Relay bytes both ways until either side closes, `first` (from the client) first.
-fn raw_relay(mut client: TcpStream, upstream: &str, first: Vec<u8>, stats: Arc<Stats>) {
-    stats.raw_connections.fetch_add(1, Ordering::SeqCst);
-    let Ok(mut server) = TcpStream::connect(upstream) else { return };
-    stats.bytes_up.fetch_add(first.len() as u64, Ordering::SeqCst);
-    if server.write_all(&first).is_err() {
-        return;
-    }
-    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let up = thread::spawn(move || {
-        let mut buf = vec![0u8; 64 << 10];
-        while let Ok(n) = c_in.read(&mut buf) {
-            // Counted before the registry can see (and answer) them.
-            stats.bytes_up.fetch_add(n as u64, Ordering::SeqCst);
-            if n == 0 || s_out.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = s_out.shutdown(Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut server, &mut client);
-    let _ = client.shutdown(Shutdown::Both);
-    let _ = up.join();
-}
-
-fn http_one(mut client: TcpStream, upstream: &str, plan: &Plan, stats: Arc<Stats>) {
-    client.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut buf = Vec::new();
-    let mut piece = vec![0u8; 16 << 10];
-    let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        match client.read(&mut piece) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&piece[..n]),
-        }
-        if !buf[0].is_ascii_uppercase() {
-            return raw_relay(client, upstream, buf, stats);
-        }
-    };
-    let rest = buf.split_off(head_end);
-    stats.bytes_up.fetch_add(buf.len() as u64, Ordering::SeqCst);
-    let head = String::from_utf8_lossy(&buf).to_string();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or("");
-    let mut parts = request_line.split(' ');
-    let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-    let mut content_length = None;
-    let mut chunked = false;
-    let mut kept = vec![request_line];
-    for l in lines.filter(|l| !l.is_empty()) {
-        let lower = l.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            content_length = v.trim().parse::<u64>().ok();
-        }
-        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
-        if !lower.starts_with("connection:") {
-            kept.push(l);
-        }
-    }
-    let mut seen = Seen { method, target, content_length, fault: Fault::Pass };
-    let fault = {
-        let mut all = stats.seen.lock().unwrap();
-        let n = all.iter().filter(|s| s.method == seen.method).count();
-        seen.fault = plan(&seen, n);
-        all.push(seen.clone());
-        seen.fault
-    };
-    // Body bytes after the head (None: until the client stops sending).
-    let body_len = content_length.or(if chunked { None } else { Some(0) });
-
-    if let Fault::Respond(code) = fault {
-        if let Some(total) = body_len {
-            let mut left = total.saturating_sub(rest.len() as u64);
-            while left > 0 {
-                match client.read(&mut piece[..(left.min(16 << 10)) as usize]) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => left -= n as u64,
-                }
-            }
-        }
-        let reason = if code == 429 { "Too Many Requests" } else { "Injected Fault" };
-        let _ = client.write_all(
-            format!("HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nRetry-After: 0\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        );
-        let _ = client.shutdown(Shutdown::Both);
-        return;
-    }
-    let Ok(mut server) = TcpStream::connect(upstream) else {
-        let _ = client.shutdown(Shutdown::Both);
-        return;
-    };
-    let mut head = kept.join("\r\n");
-    head.push_str("\r\nConnection: close\r\n\r\n");
-    if server.write_all(head.as_bytes()).is_err() {
-        let _ = client.shutdown(Shutdown::Both);
-        return;
-    }
-    // Client → registry: the body, cut short if the plan says so.
-    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let (c_cut, s_cut) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let counting = stats.clone();
-    let up = thread::spawn(move || {
-        let mut sent = 0u64;
-        let mut send = |data: &[u8]| -> bool {
-            let mut data = data;
-            if let Some(total) = body_len {
-                data = &data[..data.len().min((total - sent) as usize)];
-            }
-            if let Fault::CutBody(limit) = fault {
-                if sent + data.len() as u64 > limit {
-                    counting.bytes_up.fetch_add(limit - sent, Ordering::SeqCst);
-                    let _ = s_out.write_all(&data[..(limit - sent) as usize]);
-                    // Let the registry read what it got before the connection goes.
-                    thread::sleep(Duration::from_millis(50));
-                    let _ = s_cut.shutdown(Shutdown::Both);
-                    let _ = c_cut.shutdown(Shutdown::Both);
-                    return false;
-                }
-            }
-            counting.bytes_up.fetch_add(data.len() as u64, Ordering::SeqCst);
-            if s_out.write_all(data).is_err() {
-                return false;
-            }
-            sent += data.len() as u64;
-            body_len != Some(sent)
-        };
-        if body_len == Some(0) || (!rest.is_empty() && !send(&rest)) {
-            return;
-        }
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            match c_in.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !send(&buf[..n]) {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    // Registry → client: the answer.
-    server.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let _ = std::io::copy(&mut server, &mut client);
-    let _ = client.shutdown(Shutdown::Both);
-    let _ = server.shutdown(Shutdown::Both);
-    let _ = up.join();
-}
+use strata_testsupport::fault_proxy::{Fault, Proxy, Seen};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -349,7 +106,7 @@ fn push_through_a_faulty_proxy_completes_with_the_same_manifest_and_intact_blobs
     let status_checks = Arc::new(AtomicUsize::new(0));
     let monolithic = Arc::new(AtomicUsize::new(0));
     let (mp, sc, mono) = (manifest_puts.clone(), status_checks.clone(), monolithic.clone());
-    let plan: Plan = Arc::new(move |req: &Seen, n: usize| {
+    let plan = Arc::new(move |req: &Seen, n: usize| {
         let blob_upload = req.target.contains("/blobs/uploads/");
         match req.method.as_str() {
             // A 429 on a blob check.
@@ -378,7 +135,7 @@ fn push_through_a_faulty_proxy_completes_with_the_same_manifest_and_intact_blobs
             _ => Fault::Pass,
         }
     });
-    let proxy = start_proxy(&plain, Some(plan));
+    let proxy = Proxy::http(&plain, move |req, n| plan(req, n));
     let repo = unique_repo("faulty");
     let through_proxy = format!("{}/{repo}:1", proxy.addr);
     let meta1 = work.path().join("meta1.json");
@@ -497,7 +254,7 @@ fn wrong_password_push_fails_with_exit_1_before_any_blob_is_sent() {
 
     // 2. TLS + basic auth through a byte-counting TCP relay (the certificate is for
     //    127.0.0.1, whatever the port): what strata sent is far less than one blob.
-    let relay = start_proxy(&tls, None);
+    let relay = Proxy::raw(&tls);
     let repo = unique_repo("wrongpw-tls-relay");
     let reference = format!("{}/{repo}:v1", relay.addr);
     let cfg = docker_config_with(&[(&relay.addr, user, "not-the-password")]);
@@ -523,7 +280,7 @@ fn wrong_password_push_fails_with_exit_1_before_any_blob_is_sent() {
     drop(relay);
 
     // 3. Token auth through a logging HTTP proxy: no upload request at all.
-    let proxy = start_proxy(&token, Some(Arc::new(|_: &Seen, _| Fault::Pass)));
+    let proxy = Proxy::http(&token, |_: &Seen, _| Fault::Pass);
     let repo = unique_repo("wrongpw-token");
     let reference = format!("{}/{repo}:v1", proxy.addr);
     let cfg = docker_config_with(&[(&proxy.addr, user, "not-the-password")]);

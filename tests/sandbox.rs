@@ -176,7 +176,6 @@ fn ssh_key_file_is_served_by_an_agent_during_the_build() {
 
 #[test]
 fn shm_size_and_ulimit_reach_the_run_step() {
-    let env = test_env().expect("the test environment (tests/setup) is required");
     let root = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -184,15 +183,12 @@ fn shm_size_and_ulimit_reach_the_run_step() {
         "FROM busybox\nRUN df -k /dev/shm | tail -1 | awk '{print $2}' > /shm && ulimit -n > /nofile && ulimit -Hn > /nofile-hard\n",
     )
     .unwrap();
-    let bb = busybox_context(&env);
     let run = |extra: &[&str]| {
         let out = tempfile::tempdir().unwrap();
         let dest = format!("type=local,dest={}", out.path().display());
-        let mut args = vec!["build", "--progress=plain", "--build-context", &bb, "-o", &dest];
+        let mut args = vec!["-o", &dest];
         args.extend_from_slice(extra);
-        let dir = ctx.path().to_str().unwrap().to_string();
-        args.push(&dir);
-        let o = strata(root.path(), &args);
+        let o = build_with(root.path(), ctx.path(), &args);
         assert!(o.status.success(), "{}", text(&o));
         let read = |f: &str| std::fs::read_to_string(out.path().join(f)).unwrap().trim().to_string();
         (read("shm"), read("nofile"), read("nofile-hard"))

@@ -12,26 +12,14 @@ use common::*;
 
 /// An OCI tar of a busybox image with a 40 MB layer, and the root that built it.
 fn big_image(work: &Path) -> PathBuf {
-    let env = test_env().expect("the test environment (tests/setup) is required");
     let ctx = work.join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     write_noise(&ctx.join("big.bin"), 40 << 20, 7);
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY big.bin /big.bin\n").unwrap();
     let tar = work.join("img.tar");
     let root = work.join("build-root");
-    let o = strata(
-        &root,
-        &[
-            "build",
-            "--build-context",
-            &busybox_context(&env),
-            "-t",
-            "lockimg:1",
-            "-o",
-            &format!("type=oci,dest={}", tar.display()),
-            ctx.to_str().unwrap(),
-        ],
-    );
+    let to = format!("type=oci,dest={}", tar.display());
+    let o = build_with(&root, &ctx, &["-t", "lockimg:1", "-o", &to]);
     assert!(o.status.success(), "{}", text(&o));
     tar
 }

@@ -89,7 +89,7 @@ impl CopiedRoot {
 
 impl Drop for CopiedRoot {
     fn drop(&mut self) {
-        let _ = crate::snapshot::remove_tree(&self.dir);
+        let _ = crate::remove::remove_tree(&self.dir);
     }
 }
 

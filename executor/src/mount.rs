@@ -107,6 +107,6 @@ pub fn overlay_supported(scratch: &Path) -> bool {
     let (l, u, w, m) = (base.join("l"), base.join("u"), base.join("w"), base.join("m"));
     let ok = [&l, &u, &w, &m].iter().all(|d| std::fs::create_dir_all(d).is_ok())
         && mount_overlay(std::slice::from_ref(&l), Some((&u, &w)), &m, &l).and_then(|g| g.unmount()).is_ok();
-    let _ = crate::snapshot::remove_tree(&base);
+    let _ = crate::remove::remove_tree(&base);
     ok
 }

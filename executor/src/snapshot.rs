@@ -86,23 +86,7 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         if self.dir.exists() {
-            let _ = remove_tree(&self.dir);
-        }
-    }
-}
-
-/// Remove a tree even where permission bits would forbid it (overlay work dirs are 000).
-pub fn remove_tree(p: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            for entry in walkdir::WalkDir::new(p).into_iter().filter_map(|e| e.ok()) {
-                if entry.file_type().is_dir() {
-                    let _ = fs::set_permissions(entry.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700));
-                }
-            }
-            fs::remove_dir_all(p)
+            let _ = crate::remove::remove_tree(&self.dir);
         }
     }
 }
@@ -232,7 +216,7 @@ impl Snapshots {
     /// Make a scratch area's `fs/` the snapshot `id`. If another build committed the
     /// same id first, ours is discarded (the two are equivalent).
     pub fn commit(&self, work: WorkDir, id: &LayerId) -> io::Result<()> {
-        let _ = remove_tree(&work.work());
+        let _ = crate::remove::remove_tree(&work.work());
         let _ = fs::remove_dir(work.merged());
         let dst = self.root.join(&id.0);
         if dst.join("fs").is_dir() {
@@ -240,7 +224,7 @@ impl Snapshots {
         }
         if dst.exists() {
             // A half-made entry from a killed build: replace it.
-            remove_tree(&dst)?;
+            crate::remove::remove_tree(&dst)?;
         }
         match fs::rename(&work.dir, &dst) {
             Ok(()) => {
@@ -263,7 +247,7 @@ impl Snapshots {
             if !alive {
                 let merged = e.path().join("mnt");
                 let _ = rustix::mount::unmount(&merged, rustix::mount::UnmountFlags::DETACH);
-                let _ = remove_tree(&e.path());
+                let _ = crate::remove::remove_tree(&e.path());
             }
         }
     }

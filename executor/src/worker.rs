@@ -287,7 +287,7 @@ impl LocalWorker {
                     let dir = self.cfg.root.join("cache-mounts").join(&key.finalize().to_hex()[..32]);
                     if !dir.exists() {
                         let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
-                        let _ = crate::snapshot::remove_tree(&tmp);
+                        let _ = crate::remove::remove_tree(&tmp);
                         std::fs::create_dir_all(&tmp).map_err(werr("creating a cache mount"))?;
                         if let Some((solved, source)) = &seed {
                             self.seed_cache_mount(solved, source, &tmp, &work.dir.join(format!("c{mi}"))).await?;
@@ -297,7 +297,7 @@ impl LocalWorker {
                         std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(*mode))
                             .map_err(werr("chmod of a cache mount"))?;
                         if std::fs::rename(&tmp, &dir).is_err() {
-                            let _ = crate::snapshot::remove_tree(&tmp);
+                            let _ = crate::remove::remove_tree(&tmp);
                         }
                     }
                     if matches!(sharing, strata_solver::graph::CacheSharing::Locked) {

@@ -4,8 +4,12 @@
 //!
 //! - [`layer`]: a diff directory (an overlayfs upper dir) → a deterministic tar stream,
 //!   compressed and hashed on the way into the blob store.
-//! - [`rootfs`]: an image's layers merged into its final file system (whiteouts and
-//!   opaque directories applied), into a directory or one tar (`-o type=local|tar`).
+//! - [`image`]: the image config, manifest and index of a build, layers written once
+//!   (also ahead of the export, while later steps run).
+//! - [`pgzip`]: gzip on every core with output independent of their number.
+//! - [`recompress`]: the store's uncompressed layers → gzip/zstd for a push or a layout.
+//! - [`rootfs`]: an image's layers merged into its final file system (the merge lives
+//!   in `strata_fstree::rootfs`), into a directory or one tar (`-o type=local|tar`).
 //! - [`docker_archive`]: the `docker save` / `docker load` archive (`-o type=docker`).
 //! - [`compare`]: two images compared per platform, config field by field and layer
 //!   entry by entry (`strata verify`).

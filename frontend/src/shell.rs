@@ -118,6 +118,15 @@ impl<S: Into<String>> FromIterator<S> for EnvList {
     }
 }
 
+/// A word that could not be expanded: `failed to process "<word>": <reason>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("failed to process {}: {source}", crate::ast::go_quote(word))]
+pub struct WordError {
+    pub word: String,
+    #[source]
+    pub source: ShellError,
+}
+
 /// Why a word could not be expanded. Messages are BuildKit's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShellError {

@@ -3,13 +3,15 @@
 //! OCI plumbing that pulls and pushes share, and nothing about Dockerfiles:
 //!
 //! - [`digest`]: `sha256:` digests, a hashing writer, verification.
-//! - [`store`]: the content-addressed blob store (temp name, fsync, rename; verified).
+//! - [`store`]: the content-addressed blob store (temp name, fsync, rename; verified),
+//!   and the store's lock, held by opening it.
+//! - [`names`]: image names (`strata tag`, `-t`) → their descriptors, in the store.
 //! - [`image`]: OCI image types (descriptor, manifest, index, platform) and strata's own
 //!   image configuration, serialised canonically (sorted keys) so digests are stable.
 //! - [`media`]: media type constants (OCI and Docker schema2).
 //! - [`reference`]: image references, normalised as docker does (`busybox` →
 //!   `docker.io/library/busybox:latest`).
-//! - [`layout`]: reading and writing OCI image layouts.
+//! - [`layout`]: reading and writing OCI image layouts (directories and tars).
 //! - [`registry`]: the OCI distribution client (pull and push; auth, TLS, retries).
 //!
 //! ```

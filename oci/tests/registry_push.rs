@@ -8,12 +8,9 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::Duration;
 
 use common::{isolated_options, Rig};
 use strata_oci::digest::Digest;
@@ -24,6 +21,7 @@ use strata_oci::registry::{
     Credential, PushEvent, PushOptions, PushReport, RegistryClient, RegistryError, RegistryOptions,
 };
 use strata_oci::store::BlobStore;
+use strata_testsupport::fault_proxy::{Fault, Proxy};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -160,261 +158,6 @@ fn random_image(store: &BlobStore, size: u64) -> (Descriptor, Descriptor) {
     let bytes = serde_json::to_vec(&manifest).unwrap();
     let digest = store.put_bytes(&bytes).unwrap();
     (Descriptor::new(media::OCI_MANIFEST, digest, bytes.len() as u64), layer)
-}
-
-// ---------------------------------------------------------------------------------------
-// A fault-injecting HTTP relay on loopback
-
-/// What the relay does to one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    Pass,
-    /// Close the connection after reading the request head; nothing reaches the registry.
-    DropRequest,
-    /// Forward the head and this many body bytes, then cut both connections.
-    CutBody(u64),
-    /// Read the whole request, answer this status (with `Retry-After: 0`) without
-    /// asking the registry.
-    Respond(u16),
-    /// Forward the request; throw the registry's answer away and close.
-    DropResponse,
-}
-
-/// A request as the relay saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    target: String,
-    content_length: Option<u64>,
-    chunked: bool,
-    fault: Fault,
-}
-
-#[derive(Default)]
-struct RelayStats {
-    seen: Mutex<Vec<Seen>>,
-    stop: AtomicBool,
-}
-
-impl RelayStats {
-    fn count(&self, method: &str) -> usize {
-        self.seen.lock().unwrap().iter().filter(|s| s.method == method).count()
-    }
-    fn faults(&self) -> Vec<(String, Fault)> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.fault != Fault::Pass)
-            .map(|s| (s.method.clone(), s.fault))
-            .collect()
-    }
-    fn clear(&self) {
-        self.seen.lock().unwrap().clear();
-    }
-}
-
-struct Relay {
-    addr: String,
-    stats: Arc<RelayStats>,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stats.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-type FaultPlan = Arc<dyn Fn(&Seen, usize) -> Fault + Send + Sync>;
-
-/// Relay 127.0.0.1:RANDOM → `upstream`, one request per connection (it adds
-/// `Connection: close`), applying `plan(request, how many earlier requests had its method)`.
-fn start_relay(upstream: &str, plan: impl Fn(&Seen, usize) -> Fault + Send + Sync + 'static) -> Relay {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let stats = Arc::new(RelayStats::default());
-    let plan: FaultPlan = Arc::new(plan);
-    let (st, upstream) = (stats.clone(), upstream.to_string());
-    thread::spawn(move || {
-        // Bounded: stops when the relay is dropped, or after 5 minutes at most.
-        let deadline = std::time::Instant::now() + Duration::from_secs(300);
-        while !st.stop.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-            match listener.accept() {
-                Ok((client, _)) => {
-                    let (st, plan, upstream) = (st.clone(), plan.clone(), upstream.clone());
-                    thread::spawn(move || relay_one(client, &upstream, &plan, &st));
-                }
-                Err(_) => thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-    Relay { addr, stats }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Relay raw bytes both ways, starting with `first` from the client.
-fn pass_through(mut client: TcpStream, upstream: &str, first: Vec<u8>) {
-    let Ok(mut server) = TcpStream::connect(upstream) else { return };
-    if server.write_all(&first).is_err() {
-        return;
-    }
-    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let up = thread::spawn(move || {
-        let _ = std::io::copy(&mut c_in, &mut s_out);
-        let _ = s_out.shutdown(Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut server, &mut client);
-    let _ = client.shutdown(Shutdown::Both);
-    let _ = up.join();
-}
-
-fn relay_one(mut client: TcpStream, upstream: &str, plan: &FaultPlan, stats: &RelayStats) {
-    client.set_nonblocking(false).unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    // The request head.
-    let mut buf = Vec::new();
-    let mut piece = vec![0u8; 16 << 10];
-    let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        match client.read(&mut piece) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&piece[..n]),
-        }
-        // Not HTTP (a TLS hello: HTTPS is tried first): pass the bytes through as they are.
-        if !buf[0].is_ascii_uppercase() {
-            return pass_through(client, upstream, buf);
-        }
-    };
-    let rest = buf.split_off(head_end);
-    let head_text = String::from_utf8_lossy(&buf).to_string();
-    let mut lines = head_text.split("\r\n");
-    let request_line = lines.next().unwrap_or("");
-    let mut first = request_line.split(' ');
-    let (method, target) = (first.next().unwrap_or("").to_string(), first.next().unwrap_or("").to_string());
-    let mut content_length = None;
-    let mut chunked = false;
-    let mut kept: Vec<&str> = vec![request_line];
-    for l in lines.filter(|l| !l.is_empty()) {
-        let lower = l.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            content_length = v.trim().parse::<u64>().ok();
-        }
-        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-            chunked = true;
-        }
-        if !lower.starts_with("connection:") {
-            kept.push(l);
-        }
-    }
-    let mut seen = Seen { method, target, content_length, chunked, fault: Fault::Pass };
-    let fault = {
-        let mut all = stats.seen.lock().unwrap();
-        let n = all.iter().filter(|s| s.method == seen.method).count();
-        seen.fault = plan(&seen, n);
-        all.push(seen.clone());
-        seen.fault
-    };
-    // Body bytes still to come after the head (None: until the client closes).
-    let body_len = content_length.or(if chunked { None } else { Some(0) });
-
-    match fault {
-        Fault::DropRequest => {
-            let _ = client.shutdown(Shutdown::Both);
-        }
-        Fault::Respond(code) => {
-            if let Some(total) = body_len {
-                let mut left = total.saturating_sub(rest.len() as u64);
-                while left > 0 {
-                    match client.read(&mut piece[..(left.min(16 << 10)) as usize]) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => left -= n as u64,
-                    }
-                }
-            }
-            let reason = if code == 429 { "Too Many Requests" } else { "Injected Fault" };
-            let _ = client.write_all(
-                format!("HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nRetry-After: 0\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            );
-            let _ = client.shutdown(Shutdown::Both);
-        }
-        Fault::Pass | Fault::CutBody(_) | Fault::DropResponse => {
-            let Ok(mut server) = TcpStream::connect(upstream) else {
-                let _ = client.shutdown(Shutdown::Both);
-                return;
-            };
-            server.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-            let mut head = kept.join("\r\n");
-            head.push_str("\r\nConnection: close\r\n\r\n");
-            if server.write_all(head.as_bytes()).is_err() {
-                let _ = client.shutdown(Shutdown::Both);
-                return;
-            }
-            // Client → registry: the body, cut if asked.
-            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let (c_cut, s_cut) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let up = thread::spawn(move || {
-                let mut forwarded = 0u64;
-                let mut send = |data: &[u8]| -> bool {
-                    let mut data = data;
-                    if let Some(total) = body_len {
-                        data = &data[..data.len().min((total - forwarded) as usize)];
-                    }
-                    if let Fault::CutBody(limit) = fault {
-                        if forwarded + data.len() as u64 > limit {
-                            let _ = s_out.write_all(&data[..(limit - forwarded) as usize]);
-                            let _ = s_cut.shutdown(Shutdown::Both);
-                            let _ = c_cut.shutdown(Shutdown::Both);
-                            return false;
-                        }
-                    }
-                    if s_out.write_all(data).is_err() {
-                        return false;
-                    }
-                    forwarded += data.len() as u64;
-                    body_len != Some(forwarded)
-                };
-                if body_len == Some(0) || (!rest.is_empty() && !send(&rest)) {
-                    return;
-                }
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    match c_in.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if !send(&buf[..n]) {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
-            // Registry → client: the answer, unless it is to be lost.
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                match server.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if fault == Fault::DropResponse {
-                            continue;
-                        }
-                        if client.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            let _ = client.shutdown(Shutdown::Both);
-            let _ = server.shutdown(Shutdown::Both);
-            let _ = up.join();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -580,7 +323,7 @@ async fn wrong_or_missing_credentials_fail_before_any_upload() {
 
     // Bearer tokens, wrong password, through a relay that counts requests: the token
     // request fails; the registry sees no upload request at all.
-    let relay = start_relay(rig.token(), |_, _| Fault::Pass);
+    let relay = Proxy::http(rig.token(), |_, _| Fault::Pass);
     let r: Reference = reference(&relay.addr, &unique_repo("wrongpw"), "v1");
     let opts = RegistryOptions {
         credentials: vec![(relay.addr.clone(), Credential::basic(rig.user(), "not-the-password"))],
@@ -603,7 +346,7 @@ async fn wrong_or_missing_credentials_fail_before_any_upload() {
 
     // No credentials at all for the token registry: pull access only; the upload
     // session is refused, with the advice to log in.
-    let relay = start_relay(rig.token(), |_, _| Fault::Pass);
+    let relay = Proxy::http(rig.token(), |_, _| Fault::Pass);
     let r: Reference = reference(&relay.addr, &unique_repo("anonymous"), "v1");
     let events = Events::default();
     let err = RegistryClient::new(isolated_options(cfg.path()))
@@ -631,7 +374,7 @@ async fn chunked_upload_survives_dropped_connections_and_errors() {
     let final_puts = Arc::new(AtomicUsize::new(0));
     let status_checks = Arc::new(AtomicUsize::new(0));
     let (fp, sc) = (final_puts.clone(), status_checks.clone());
-    let relay = start_relay(rig.plain(), move |req, n| {
+    let relay = Proxy::http(rig.plain(), move |req, n| {
         let final_put = req.method == "PUT" && req.target.contains("digest=") && req.content_length == Some(0);
         let status_check = req.method == "GET" && req.target.contains("/blobs/uploads/");
         match (req.method.as_str(), n) {
@@ -662,7 +405,7 @@ async fn chunked_upload_survives_dropped_connections_and_errors() {
     eprintln!("{report:?}");
     let faults = relay.stats.faults();
     eprintln!("faults injected: {faults:?}");
-    let seen = relay.stats.seen.lock().unwrap().clone();
+    let seen = relay.stats.seen();
     for s in seen.iter().filter(|s| s.method == "PATCH") {
         assert!(!s.chunked && s.content_length.is_some(), "PATCH bodies have a Content-Length: {s:?}");
     }
@@ -714,7 +457,7 @@ async fn chunked_upload_survives_dropped_connections_and_errors() {
     relay.stats.clear();
     let again = client.push_image(&r, &manifest, &store, &push_opts, |_| {}).await.unwrap();
     assert_eq!((again.blobs_skipped, again.bytes_uploaded), (2, 0), "{again:?}");
-    let methods: HashMap<String, usize> = relay.stats.seen.lock().unwrap().iter().fold(HashMap::new(), |mut m, s| {
+    let methods: HashMap<String, usize> = relay.stats.seen().iter().fold(HashMap::new(), |mut m, s| {
         *m.entry(s.method.clone()).or_default() += 1;
         m
     });

@@ -67,6 +67,23 @@ pub fn busybox_context(env: &HashMap<String, String>) -> String {
     format!("busybox=oci-layout://{}:latest", env["RIG_BUSYBOX_LAYOUT"])
 }
 
+/// `strata --root ROOT build --progress=plain --build-context busybox=<the seed layout>
+/// EXTRA... CONTEXT`: the build most tests make, `FROM busybox` without a registry.
+pub fn build_with(root: &Path, context: &Path, extra: &[&str]) -> Output {
+    build_with_env(root, context, extra, &[])
+}
+
+/// [`build_with`] with extra environment variables.
+pub fn build_with_env(root: &Path, context: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+    let env = test_env().expect("the test environment (tests/setup) is required");
+    let bb = busybox_context(&env);
+    let mut args = vec!["build", "--progress=plain", "--build-context", &bb];
+    args.extend_from_slice(extra);
+    let dir = context.to_string_lossy().into_owned();
+    args.push(&dir);
+    strata_env(root, &args, envs)
+}
+
 pub fn corpus() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
     if p.is_dir() {

@@ -20,17 +20,7 @@ use std::collections::BTreeSet;
 
 use super::commands::{Instruction, KeyValue, SourceContent};
 use super::mount::{parse_mount, MountError, MountSpec};
-use crate::ast::go_quote;
-use crate::shell::{Env, Lexer, ShellError};
-
-/// A word that could not be expanded: `failed to process "<word>": <reason>`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("failed to process {}: {source}", go_quote(word))]
-pub struct WordError {
-    pub word: String,
-    #[source]
-    pub source: ShellError,
-}
+use crate::shell::{Env, Lexer, WordError};
 
 /// Why an instruction could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -39,6 +39,7 @@ pub mod run_options;
 pub mod suggest;
 pub mod units;
 
+pub use crate::shell::WordError;
 pub use commands::{
     AddCommand, ArgDef, Command, CopyCommand, FromCommand, HealthcheckCommand, InlineFile, Instruction, KeyValue,
     Located, Location, RunCommand, ShellOrExec, SourceContent,
@@ -46,7 +47,7 @@ pub use commands::{
 pub use csv::{csv_fields, CsvError};
 pub use dockerfile::{parse_dockerfile, Dockerfile, MetaArg, Stage};
 pub use errors::{InstructionError, InstructionErrorKind};
-pub use expand::{ExpandError, LexerExpander, WordError, WordExpander};
+pub use expand::{ExpandError, LexerExpander, WordExpander};
 pub use flags::{parse_flags, FlagError, FlagKind, FlagValue, ParsedFlags};
 pub use lint::{Lint, LintRule};
 pub use mount::{parse_mount, parse_mount_literal, CacheSharing, MountError, MountExpander, MountSpec, MountType};

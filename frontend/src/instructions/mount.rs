@@ -12,10 +12,10 @@ use std::fmt;
 use serde::Serialize;
 
 use super::csv::{csv_fields, CsvError};
-use super::expand::WordError;
 use super::suggest::{did_you_mean, suggest};
 use super::units::{parse_go_bool, parse_go_uint32, parse_ram_in_bytes};
 use crate::ast::go_quote;
+use crate::shell::WordError;
 
 /// The kind of a `RUN --mount`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

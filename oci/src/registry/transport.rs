@@ -13,6 +13,11 @@
 //!
 //! Push reuses it: it asks for [`Scope::pull_push`], gives a body factory, and turns off
 //! the automatic resend of upload data ([`RegistryRequest::retry_on_connection_error`]).
+//!
+//! This module and [`super::auth`] use each other on purpose: a request needs the
+//! session's `Authorization`, and the session fetches its tokens with a request to the
+//! realm through this same transport (its TLS settings, its limits). Splitting them
+//! further would only hide that loop behind a callback.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
