@@ -12,8 +12,17 @@ pub fn dockerfile_error(
     message: &str,
 ) -> String {
     let name = file.display();
+    // A hint (what to do next) comes after the quoted line.
+    let (message, hint) = match message.split_once("\nhint: ") {
+        Some((m, h)) => (m, Some(h)),
+        None => (message, None),
+    };
     let Some(line) = line.filter(|l| *l > 0) else {
-        return format!("error: {name}: {message}");
+        let mut out = format!("error: {name}: {message}");
+        if let Some(h) = hint {
+            out.push_str(&format!("\nhint: {h}"));
+        }
+        return out;
     };
     let col = column.unwrap_or(1);
     let mut out = format!("error: {name}:{line}:{col}: {message}\n");
@@ -21,6 +30,9 @@ pub fn dockerfile_error(
         let num = line.to_string();
         out.push_str(&format!(" {num} | {text}\n"));
         out.push_str(&format!(" {} | {}^", " ".repeat(num.len()), " ".repeat(col.saturating_sub(1))));
+    }
+    if let Some(h) = hint {
+        out.push_str(&format!("\nhint: {h}"));
     }
     out
 }

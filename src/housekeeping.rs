@@ -145,9 +145,19 @@ pub fn load(cli: &Cli, input: &Path, tag: Option<&str>) -> Result<()> {
     let img = layout
         .import_image(&desc, &strata_oci::image::Platform::host(), &store)
         .map_err(|e| Failure::build(format!("error: {}: {e}", input.display())))?;
-    let name = match tag {
-        Some(t) => full_name(t)?,
-        None => full_name(&format!("loaded:{}", wanted.unwrap_or_else(|| "latest".into())))?,
+    // The name the layout carries (containerd's annotation, which `docker load` reads
+    // too), else `loaded:<ref.name>`.
+    let carried = layout
+        .index()
+        .manifests
+        .iter()
+        .find(|m| m.digest == desc.digest)
+        .and_then(|m| m.annotations.get(strata_oci::layout::CONTAINERD_IMAGE_NAME))
+        .and_then(|n| full_name(n).ok());
+    let name = match (tag, carried) {
+        (Some(t), _) => full_name(t)?,
+        (None, Some(n)) => n,
+        (None, None) => full_name(&format!("loaded:{}", wanted.unwrap_or_else(|| "latest".into())))?,
     };
     let mut d = strata_oci::image::Descriptor::new(
         img.manifest_media_type.clone(),

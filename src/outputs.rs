@@ -604,5 +604,8 @@ pub fn save_command(cli: &Cli, name: &str, output: &Path, format: &str) -> Resul
             .map_err(|e| Failure::build(format!("error: writing the docker archive {dest}: {e}")));
     }
     let tag = Reference::parse(name).ok().and_then(|r| r.tag).unwrap_or_else(|| "latest".into());
-    write_layout(&store, &output.to_string_lossy(), true, &[(img.descriptor, Some(tag))])
+    // The full name travels too, as containerd writes it (`strata load`, `docker load`).
+    let mut desc = img.descriptor;
+    desc.annotations.insert(strata_oci::layout::CONTAINERD_IMAGE_NAME.into(), full);
+    write_layout(&store, &output.to_string_lossy(), true, &[(desc, Some(tag))])
 }

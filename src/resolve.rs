@@ -121,9 +121,13 @@ impl Resolver {
         let name = format!("[internal] load metadata for {}", r);
         self.progress.send(ProgressEvent::Started { vertex: vertex.clone(), name: name.clone() });
         let started = std::time::Instant::now();
+        let unreachable = std::cell::Cell::new(false);
         let pull = |from: &Reference| {
             tokio::task::block_in_place(|| {
-                self.handle.block_on(self.client.pull_image(from, platform, &self.store)).map_err(|e| e.to_string())
+                self.handle.block_on(self.client.pull_image(from, platform, &self.store)).map_err(|e| {
+                    unreachable.set(matches!(e, strata_oci::registry::RegistryError::Connect { .. }));
+                    e.to_string()
+                })
             })
         };
         // Mirrors first, in order; the registry itself when none of them has it.
@@ -163,10 +167,31 @@ impl Resolver {
             }
             Err(e) => {
                 self.progress.send(ProgressEvent::Failed { vertex, name, error: e.to_string() });
+                if unreachable.get() {
+                    return Err(format!("{e}\n{}", base_image_hint(reference, &r)));
+                }
                 Err(e.to_string())
             }
         }
     }
+}
+
+/// What to do when a base image's registry cannot be reached (an offline CI runner,
+/// no access to Docker Hub): the other ways to give strata that image.
+fn base_image_hint(written: &str, r: &Reference) -> String {
+    let mut hint = format!(
+        "hint: the base image {r} could not be pulled from {registry}. Give it another way:\n\
+         \x20 --build-context {written}=oci-layout://DIR[:TAG]       an OCI image layout on disk\n\
+         \x20 --build-context {written}=docker-image://HOST/REPO:TAG  the same image in a registry you can reach\n\
+         \x20 a mirror in strata.toml: [registry.mirrors] \"{registry}\" = [\"mirror.example:5000\"]",
+        registry = r.registry
+    );
+    // A short name (`busybox`) means Docker Hub; a full one in FROM chooses another.
+    if !written.contains('/') || !written.split('/').next().is_some_and(|h| h.contains(['.', ':']) || h == "localhost")
+    {
+        hint.push_str("\n  or a full reference in FROM (HOST/REPO:TAG)");
+    }
+    hint
 }
 
 /// `Last-Modified` (an HTTP date, `Sun, 06 Nov 1994 08:49:37 GMT`) as Unix seconds.

@@ -126,3 +126,17 @@ fn unknown_flag_and_unsupported_flags_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("not supported yet"), "{}", text(&o));
 }
+
+#[test]
+fn an_unterminated_heredoc_names_its_terminator_and_points_at_it() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM busybox\nRUN <<EOF\necho hi\n  EOF\n").unwrap();
+    let o = strata(root.path(), &["build", "--call=outline", ctx.path().to_str().unwrap()]);
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    // Line 2, column 5: the `<<EOF`; the terminator named; the indented one explained.
+    assert!(log.contains("Dockerfile:2:5: unterminated heredoc <<EOF"), "{log}");
+    assert!(log.contains("\"EOF\"") && log.contains("<<-EOF"), "{log}");
+    assert!(log.contains("\n   |     ^"), "the caret is under <<: {log}");
+}

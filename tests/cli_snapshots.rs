@@ -243,7 +243,20 @@ fn error_missing_copy_source() {
         ],
     );
     assert!(err.contains("\nERROR: failed to solve: [3/3] COPY nothere.txt /x"), "{err}");
-    let shown = replace_all(&err, &[(&env["RIG_BUSYBOX_LAYOUT"], "[BUSYBOX]"), (ctx.to_str().unwrap(), "[CTX]")]);
+    assert!(err.contains(&format!("not found in the build context {}", ctx.display())), "{err}");
+    // A file that is there but excluded by .dockerignore: said so.
+    let (_ctx2, ctx2) = context(&[
+        ("Dockerfile", "FROM busybox\nCOPY secret.env /x\n"),
+        ("secret.env", "A=1\n"),
+        (".dockerignore", "*.env\n"),
+    ]);
+    let o = strata_env(&root, &["build", "--progress=plain", "--build-context", &bb, ctx2.to_str().unwrap()], &[]);
+    let err2 = check_failure(&o, 1, &["\"/secret.env\": not found", "excluded by .dockerignore"]);
+    let shown = format!(
+        "{}\n$ strata build .    # COPY secret.env, excluded by .dockerignore\n{}",
+        replace_all(&err, &[(&env["RIG_BUSYBOX_LAYOUT"], "[BUSYBOX]"), (ctx.to_str().unwrap(), "[CTX]")]),
+        replace_all(&err2, &[(&env["RIG_BUSYBOX_LAYOUT"], "[BUSYBOX]"), (ctx2.to_str().unwrap(), "[CTX]")])
+    );
     snapshot!("error_missing_copy_source", shown);
 }
 
@@ -292,7 +305,28 @@ fn error_unreachable_registry() {
     let took = started.elapsed();
     let err = check_failure(&o, 1, &["127.0.0.1:1/x:y", "connection refused", &format!("{df}:1:1")]);
     assert!(took.as_secs() < 30, "gave up after {took:?}");
-    let shown = replace_all(&err, &[(ctx.to_str().unwrap(), "[CTX]")]);
+    // A registry whose name does not resolve (an offline runner and Docker Hub): one
+    // short reason, then how else to give the base image.
+    let (_ctx2, ctx2) = context(&[("Dockerfile", "FROM registry.invalid/team/base:1\nRUN true\n")]);
+    let o = strata_env(&root, &["build", "--progress=plain", ctx2.to_str().unwrap()], &[]);
+    let err2 = check_failure(
+        &o,
+        1,
+        &[
+            "its name cannot be resolved",
+            "--build-context registry.invalid/team/base:1=oci-layout://",
+            "[registry.mirrors]",
+        ],
+    );
+    assert!(!err2.contains("error sending request"), "{err2}");
+    // The resolver's own words vary between machines.
+    let cause = err2.split("resolved (").nth(1).and_then(|r| r.split(')').next()).unwrap_or("").to_string();
+    let err2 = err2.replace(&cause, "[CAUSE]");
+    let shown = format!(
+        "{}\n$ strata build .    # FROM registry.invalid/team/base:1\n{}",
+        replace_all(&err, &[(ctx.to_str().unwrap(), "[CTX]")]),
+        replace_all(&err2, &[(ctx2.to_str().unwrap(), "[CTX]")])
+    );
     snapshot!("error_unreachable_registry", shown);
 }
 

@@ -19,7 +19,7 @@ fn daemon_running() -> bool {
 fn load_into_a_running_docker_daemon() {
     let Some(env) = test_env() else { return };
     if !daemon_running() {
-        eprintln!("\n*** SKIPPED: no Docker daemon is running: --load NOT tested ***\n");
+        skipped("no Docker daemon is running: --load NOT tested");
         return;
     }
     let root = tempfile::tempdir().unwrap();

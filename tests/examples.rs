@@ -63,7 +63,7 @@ fn secrets_example() {
 fn multistage_c_compiles_with_apt_installed_gcc_and_ships_only_the_binary() {
     let Some(env) = test_env() else { return };
     let Some(debian) = env.get("RIG_DEBIAN_LAYOUT") else {
-        eprintln!("\n*** SKIPPED: no Debian seed (run tests/setup --debian): examples/multistage-c NOT tested ***\n");
+        skipped("no Debian seed (run tests/setup --debian): examples/multistage-c NOT tested");
         return;
     };
     let root = tempfile::tempdir().unwrap();

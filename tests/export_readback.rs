@@ -102,7 +102,7 @@ fn oci_corpus() -> Option<PathBuf> {
     if dir.join("schema").is_dir() {
         Some(dir)
     } else {
-        eprintln!("\n*** SKIPPED: {} absent: OCI schema validation NOT run ***\n", dir.display());
+        strata_testsupport::skip::shared_missing(&dir, "OCI schema validation");
         None
     }
 }
@@ -656,7 +656,7 @@ fn zstd_push_is_read_back_with_the_reported_digest() {
             assert!(o.status.success(), "{}", text(&o));
             assert_eq!(String::from_utf8_lossy(&o.stdout), "hello-from-strata\n");
         }
-        Err(e) => eprintln!("\n*** SKIPPED PART: zstd not runnable ({e}): the zstd layer's content NOT checked ***\n"),
+        Err(e) => skipped(&format!("zstd not runnable ({e}): the zstd layer's content NOT checked")),
     }
 }
 

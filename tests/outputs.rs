@@ -25,7 +25,7 @@ fn docker() -> Option<&'static str> {
     let ok =
         Path::new(bin).exists() && Command::new(bin).arg("info").output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
-        eprintln!("\n*** SKIPPED PART: {bin} or its daemon is unavailable: docker load/run NOT checked ***\n");
+        skipped(&format!("no Docker daemon ({bin} or its daemon is unavailable): docker load/run NOT checked"));
         return None;
     }
     Some(bin)
@@ -251,6 +251,9 @@ fn prune_keeps_named_images_and_fits_the_limit() {
     let fresh = tempfile::tempdir().unwrap();
     let o = strata(fresh.path(), &["load", saved.to_str().unwrap(), "-t", "reloaded:1"]);
     assert!(o.status.success(), "{}", text(&o));
+    // Without -t, the name the layout carries (io.containerd.image.name), as docker load.
+    let o = strata(fresh.path(), &["load", saved.to_str().unwrap()]);
+    assert!(text(&o).contains("Loaded image: docker.io/library/prune-test:latest"), "{}", text(&o));
     let docker_tar = work.path().join("saved-docker.tar");
     let o = strata(root.path(), &["save", name, "-o", docker_tar.to_str().unwrap(), "--format", "docker"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -204,7 +204,7 @@ fn push_through_a_faulty_proxy_completes_with_the_same_manifest_and_intact_blobs
             let expected: BTreeSet<String> = blobs.iter().map(|b| b["digest"].as_str().unwrap().to_string()).collect();
             assert_eq!(linked, expected, "blobs linked to {repo}");
         }
-        None => eprintln!("\n*** SKIPPED PART: the plain registry is not ours: its storage NOT inspected ***\n"),
+        None => skipped("the plain registry is not ours (a reused one): its storage NOT inspected"),
     }
 }
 
@@ -249,7 +249,7 @@ fn wrong_password_push_fails_with_exit_1_before_any_blob_is_sent() {
     let storage = registry_storage(&env, &format!("tls-{}", port(&tls)));
     match &storage {
         Some(repos) => assert!(!repos.join(&repo).exists(), "the registry has no upload or blob for {repo}"),
-        None => eprintln!("\n*** SKIPPED PART: the TLS registry is not ours: its storage NOT inspected ***\n"),
+        None => skipped("the TLS registry is not ours (a reused one): its storage NOT inspected"),
     }
 
     // 2. TLS + basic auth through a byte-counting TCP relay (the certificate is for
@@ -306,7 +306,7 @@ fn wrong_password_push_fails_with_exit_1_before_any_blob_is_sent() {
     assert!(!r.status.success(), "nothing was pushed to {repo}");
     match registry_storage(&env, &format!("token-{}", port(&token))) {
         Some(repos) => assert!(!repos.join(&repo).exists(), "the registry has no upload or blob for {repo}"),
-        None => eprintln!("\n*** SKIPPED PART: the token registry is not ours: its storage NOT inspected ***\n"),
+        None => skipped("the token registry is not ours (a reused one): its storage NOT inspected"),
     }
 
     // The right password through the same proxy works (the failures were the password's).

@@ -38,7 +38,7 @@ fn shared(sub: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("\n*** SKIPPED: {} absent: reproducibility corpus tests NOT run ***\n", p.display());
+        strata_testsupport::skip::shared_missing(&p, "the reproducibility corpus tests");
         None
     }
 }

@@ -29,7 +29,7 @@ impl Tmux {
     /// `pipe-pane` records every byte it writes from the start.
     fn start(program: &Path, args: &[&str], cols: u16, rows: u16) -> Option<Tmux> {
         if Command::new("tmux").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
-            eprintln!("\n*** SKIPPED: tmux is not installed (tests/setup installs it): tty progress NOT tested ***\n");
+            skipped("tmux is not installed (tests/setup installs it): tty progress NOT tested");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -497,7 +497,22 @@ impl LocalWorker {
                 source_is_context: is_context,
                 dest_upper: upper.as_deref(),
             };
-            crate::copy::copy_with_source_excludes(&req, &extra_fn).map(|_| ()).map_err(WorkerError::other)
+            match crate::copy::copy_with_source_excludes(&req, &extra_fn) {
+                Ok(_) => Ok(()),
+                // Say where it was looked for, and whether .dockerignore hid it.
+                Err(crate::copy::CopyError::NotFound { path }) if is_context => {
+                    let hidden = Root::open(&src_root)
+                        .ok()
+                        .and_then(|r| r.resolve_path(&path, true).ok())
+                        .is_some_and(|r| r.stat.is_some());
+                    let why = if hidden { "; it is there, but excluded by .dockerignore" } else { "" };
+                    Err(WorkerError::Other(format!(
+                        "{path:?}: not found in the build context {}{why}",
+                        src_root.display()
+                    )))
+                }
+                Err(e) => Err(WorkerError::other(e)),
+            }
         })
         .await
         .map_err(WorkerError::other)?;

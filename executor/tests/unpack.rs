@@ -19,7 +19,9 @@ fn is_root() -> bool {
 macro_rules! require_root {
     () => {
         if !is_root() {
-            eprintln!("skipped: needs root (chown, mknod, trusted.* xattrs, mount)");
+            strata_testsupport::skip::skipped(
+                "needs root (chown, mknod, trusted.* xattrs, mount): this unpack test NOT run",
+            );
             return;
         }
     };
@@ -435,7 +437,9 @@ fn unpacked_layers_serve_as_overlay_lowers() {
     let data = std::ffi::CString::new(format!("lowerdir={}:{}", l2.display(), l1.display())).unwrap();
     if let Err(e) = rustix::mount::mount("overlay", &mnt, "overlay", rustix::mount::MountFlags::RDONLY, data.as_c_str())
     {
-        eprintln!("skipped: overlay mount failed: {e}");
+        strata_testsupport::skip::skipped(&format!(
+            "the overlay mount failed ({e}): overlay's reading of the layers NOT checked"
+        ));
         return;
     }
     let result = std::panic::catch_unwind(|| {

@@ -160,7 +160,24 @@ pub fn parse(source: &[u8]) -> Result<Parsed, ParseError> {
                 .map_err(|message| ParseError::new(message, start_line, scan.current_line()))?;
             for opener in openers {
                 let content = scan.read_heredoc_body(&opener.name, opener.chomp).map_err(|_| {
-                    ParseError::new("unterminated heredoc".to_string(), start_line, scan.current_line())
+                    let name = &opener.name;
+                    let how = if opener.chomp {
+                        "a line holding only it (tabs before it allowed)".to_string()
+                    } else {
+                        format!(
+                            "a line holding only {name:?} at its start; to indent it with tabs, open with <<-{name}"
+                        )
+                    };
+                    let mut e = ParseError::new(
+                        format!(
+                            "unterminated heredoc <<{}{name}: the file ended before {how}",
+                            if opener.chomp { "-" } else { "" }
+                        ),
+                        start_line,
+                        scan.current_line(),
+                    );
+                    e.column = heredoc_column(&line_text, name);
+                    e
                 })?;
                 node.heredocs.push(Heredoc { content, ..opener });
             }
@@ -300,6 +317,15 @@ pub fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
         }
     }
     Ok(docs)
+}
+
+/// The 1-based column of the `<<` that opens the heredoc `name` in `line` (quoted or
+/// not, with or without `-`).
+fn heredoc_column(line: &str, name: &str) -> Option<usize> {
+    line.match_indices("<<").find_map(|(i, _)| {
+        let rest = line[i + 2..].trim_start_matches('-').trim_start_matches(['"', '\'']);
+        rest.starts_with(name).then(|| line[..i].chars().count() + 1)
+    })
 }
 
 /// Parse one word as a heredoc opener (BuildKit's `ParseHeredoc`); `Ok(None)` when it

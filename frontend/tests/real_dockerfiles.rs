@@ -16,10 +16,7 @@ fn corpus() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!(
-            "\n*** SKIPPED: ../shared/corpus absent ({}): the real Dockerfiles were NOT checked ***\n",
-            p.display()
-        );
+        strata_testsupport::skip::shared_missing(&p, "the real Dockerfiles");
         None
     }
 }

@@ -12,7 +12,9 @@ use std::process::{Command, Output};
 pub fn test_env() -> Option<HashMap<String, String>> {
     let path = std::env::var("STRATA_TEST_ENV").unwrap_or_else(|_| "/var/tmp/strata-test/env".into());
     let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("\n*** SKIPPED: {path} is missing: run tests/setup first (the README's test command does) ***\n");
+        strata_testsupport::skip::skipped(&format!(
+            "the test environment {path} is missing (run tests/setup; the README's test command does): this test NOT run"
+        ));
         return None;
     };
     let mut m = HashMap::new();
@@ -85,14 +87,11 @@ pub fn build_with_env(root: &Path, context: &Path, extra: &[&str], envs: &[(&str
 }
 
 pub fn corpus() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("\n*** SKIPPED: ../shared/corpus absent ({}): corpus tests NOT run ***\n", p.display());
-        None
-    }
+    strata_testsupport::skip::shared_corpus("the corpus tests")
 }
+
+#[allow(unused_imports)]
+pub use strata_testsupport::skip::skipped;
 
 /// Run strata with a root and extra environment variables, with `RUST_BACKTRACE=1`
 /// (so that a panic would show its backtrace) and standard input closed.

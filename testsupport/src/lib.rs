@@ -7,4 +7,8 @@
 //!   cuts plain TCP connections after a number of bytes — the bad networks pushes and
 //!   pulls must survive.
 
+//! - [`skip`]: the one marker for a test that cannot run here, fatal under
+//!   `STRATA_TEST_STRICT=1` (CI) unless allowlisted.
+
 pub mod fault_proxy;
+pub mod skip;

@@ -26,12 +26,13 @@ pub enum FlagKind {
     List,
 }
 
-/// Why an instruction's flags were rejected. Messages are BuildKit's.
+/// Why an instruction's flags were rejected. Messages are BuildKit's, but a suggested
+/// flag is written as a flag (`did you mean --from?`; BuildKit says `from`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlagError {
     #[error("arg should start with -- : {0}")]
     NotAFlag(String),
-    #[error("unknown flag: {flag}{}", did_you_mean(suggestion))]
+    #[error("unknown flag: {flag}{}", did_you_mean(&suggestion.as_ref().map(|s| format!("--{s}"))))]
     Unknown { flag: String, suggestion: Option<String> },
     #[error("duplicate flag specified: {0}")]
     Duplicate(String),
@@ -179,7 +180,7 @@ mod tests {
         assert_eq!(err(&["--str1"]), "missing a value on flag: --str1");
         assert_eq!(err(&["--bool1="]), "missing a value on flag: --bool1");
         assert_eq!(err(&["--bool1=false1"]), "expecting boolean value for flag --bool1, not: false1");
-        assert_eq!(err(&["--bool2"]), "unknown flag: --bool2 (did you mean bool1?)");
+        assert_eq!(err(&["--bool2"]), "unknown flag: --bool2 (did you mean --bool1?)");
         assert_eq!(err(&["--zzzzz"]), "unknown flag: --zzzzz");
         assert_eq!(err(&["--str1=a", "--str1=b"]), "duplicate flag specified: --str1");
         assert_eq!(err(&["--many"]), "missing a value on flag: --many");

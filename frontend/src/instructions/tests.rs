@@ -32,7 +32,7 @@ fn errors_carry_lines_and_buildkit_messages() {
     );
     assert_eq!(
         error("FROM a\ncopy --lnk a b\n"),
-        "dockerfile parse error on line 2: unknown flag: --lnk (did you mean link?)"
+        "dockerfile parse error on line 2: unknown flag: --lnk (did you mean --link?)"
     );
     assert_eq!(
         error("FROM a\nCOPY --from=a --from=b x y\n"),
@@ -188,7 +188,7 @@ fn flags_of_each_instruction() {
     else {
         panic!()
     };
-    assert!(error("FROM --plaform=x a\n").contains("unknown flag: --plaform (did you mean platform?)"));
+    assert!(error("FROM --plaform=x a\n").contains("unknown flag: --plaform (did you mean --platform?)"));
     // STOPSIGNAL and ARG read no flags (BuildKit ignores any).
     assert_eq!(only_command("FROM a\nSTOPSIGNAL --x SIGTERM\n"), Instruction::StopSignal("SIGTERM".into()));
     assert!(error("FROM a\nUSER --x me\n").contains("unknown flag: --x"));

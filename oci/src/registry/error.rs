@@ -282,6 +282,11 @@ impl NetFailure {
             return NetFailure::Connect(reason.unwrap_or_else(|| "timed out".to_string()));
         }
         if err.is_connect() {
+            // hyper's resolver error says the same thing four times over; keep the cause.
+            if reason.is_none() && chain.contains("dns error") {
+                let cause = chain.rsplit(": ").next().unwrap_or("no such host");
+                return NetFailure::Connect(format!("its name cannot be resolved ({cause})"));
+            }
             return NetFailure::Connect(reason.unwrap_or(chain));
         }
         if err.is_body() || err.is_decode() || err.is_request() || io_kind.is_some() {

@@ -48,9 +48,9 @@ impl Rig {
         match std::fs::read_to_string(&path) {
             Ok(text) => Some(Rig { vars: parse_env(&text) }),
             Err(e) => {
-                eprintln!(
-                    "SKIPPED: {test}: rig env file {path} unreadable ({e}); start the rig (shared/rig/up) to run it"
-                );
+                strata_testsupport::skip::skipped(&format!(
+                    "the test environment {path} is unreadable ({e}; run tests/setup): {test} NOT run"
+                ));
                 None
             }
         }
