@@ -140,3 +140,53 @@ fn an_unterminated_heredoc_names_its_terminator_and_points_at_it() {
     assert!(log.contains("\"EOF\"") && log.contains("<<-EOF"), "{log}");
     assert!(log.contains("\n   |     ^"), "the caret is under <<: {log}");
 }
+
+/// Lower a Dockerfile (no base image, nothing run) under a 4 GB address-space limit.
+fn lower_under_a_memory_limit(dockerfile: &str) -> std::process::Output {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    std::process::Command::new("prlimit")
+        .arg("--as=4000000000")
+        .arg(strata_bin())
+        .arg("--root")
+        .arg(root.path())
+        .args(["build", "--print-graph=json"])
+        .arg(ctx.path())
+        .output()
+        .expect("prlimit (util-linux)")
+}
+
+#[test]
+fn expansions_that_grow_without_bound_fail_clearly_instead_of_taking_the_memory() {
+    // Each ARG doubles the one before: 2^30 times the first value by the last line.
+    let mut df = String::from("FROM scratch\nARG A0=abcdefghijklmnopqrstuvwxyz012345\n");
+    for i in 1..=30 {
+        df.push_str(&format!("ARG A{i}=${{A{}}}${{A{}}}\n", i - 1, i - 1));
+    }
+    df.push_str("RUN echo $A30\n");
+    let o = lower_under_a_memory_limit(&df);
+    let log = text(&o);
+    assert_no_panic(&log);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert!(log.contains("Dockerfile:18:1") && log.contains("at most 1 MiB"), "names the ARG and its line: {log}");
+    // The same before the first FROM (global ARGs).
+    let global = df.replace("FROM scratch\n", "").replace("RUN echo $A30\n", "FROM scratch\nRUN true\n");
+    let o = lower_under_a_memory_limit(&global);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("at most 1 MiB"), "{}", text(&o));
+    // Values under the word limit, but a stage environment no process could be given.
+    let mut wide = String::from("FROM scratch\nARG W0=0123456789abcdef\n");
+    for i in 1..=16 {
+        wide.push_str(&format!("ARG W{i}=${{W{}}}${{W{}}}\n", i - 1, i - 1));
+    }
+    for i in 0..8 {
+        wide.push_str(&format!("ENV E{i}=${{W16}}\n"));
+    }
+    let o = lower_under_a_memory_limit(&wide);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("over strata's limit of 4 MiB"), "{}", text(&o));
+    // A legitimately large value is fine.
+    let o = lower_under_a_memory_limit(&wide.replace("ENV E", "#ENV E"));
+    assert!(o.status.success(), "{}", text(&o));
+}

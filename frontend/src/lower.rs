@@ -174,7 +174,17 @@ struct Lowerer<'a> {
     images: HashMap<(String, String), ResolvedImage>,
     multi_stage: bool,
     step_lines: BTreeMap<String, usize>,
+    /// Bytes of ARG/ENV/LABEL values kept so far (see [`MAX_KEPT_VALUES`]).
+    kept_bytes: usize,
 }
+
+/// The most a stage's ARGs and ENV may hold together: a process cannot be started with
+/// an environment larger than a few MiB anyway (Linux's `ARG_MAX`).
+const MAX_STAGE_ENV: usize = 4 << 20;
+/// The most ARG, ENV and LABEL values (and the history lines that repeat them) one
+/// lowering may keep: each stage inherits its base's environment, so a hostile
+/// Dockerfile could otherwise multiply a large one by its number of stages.
+const MAX_KEPT_VALUES: usize = 256 << 20;
 
 /// Lower a parsed Dockerfile to a build graph for one platform.
 pub fn lower(df: &Dockerfile, opts: &LowerOptions, resolver: &mut dyn ImageResolver) -> Result<Lowered, LowerError> {
@@ -192,6 +202,7 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions, resolver: &mut dyn ImageResol
         states: HashMap::new(),
         images: HashMap::new(),
         multi_stage: df.stages.len() > 1,
+        kept_bytes: 0,
         step_lines: BTreeMap::new(),
     };
     l.eval_meta_args()?;
@@ -230,6 +241,37 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions, resolver: &mut dyn ImageResol
 }
 
 impl<'a> Lowerer<'a> {
+    /// Count `bytes` of kept values against [`MAX_KEPT_VALUES`].
+    fn keep(&mut self, bytes: usize, line: usize, what: &str) -> Result<(), LowerError> {
+        self.kept_bytes += bytes;
+        if self.kept_bytes > MAX_KEPT_VALUES {
+            return Err(lerr(
+                line,
+                format!(
+                    "{what}: the ARG, ENV and LABEL values of this Dockerfile add up to more than {} MiB; strata stops here",
+                    MAX_KEPT_VALUES >> 20
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuse a stage environment over [`MAX_STAGE_ENV`].
+    fn check_stage_env(st: &StageState, line: usize, what: &str) -> Result<(), LowerError> {
+        let size: usize = st.args.iter().map(|(k, v)| k.len() + v.len() + 1).sum::<usize>()
+            + st.config.config.env.as_ref().map(|e| e.iter().map(String::len).sum()).unwrap_or(0);
+        if size > MAX_STAGE_ENV {
+            return Err(lerr(
+                line,
+                format!(
+                    "{what}: the ARGs and ENV of this stage would hold {size} bytes, over strata's limit of {} MiB (no process can be started with an environment that large)",
+                    MAX_STAGE_ENV >> 20
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn meta_env(&self) -> EnvList {
         let mut v: Vec<String> = self.auto_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         v.extend(self.meta.iter().map(|(k, v)| format!("{k}={v}")));
@@ -257,7 +299,15 @@ impl<'a> Lowerer<'a> {
                 };
                 self.meta.retain(|(k, _)| k != &def.key);
                 if let Some(v) = value {
+                    self.keep(v.len(), line, &format!("ARG {}", def.key))?;
                     self.meta.push((def.key.clone(), v));
+                }
+                let size: usize = self.meta.iter().map(|(k, v)| k.len() + v.len() + 1).sum();
+                if size > MAX_STAGE_ENV {
+                    return Err(lerr(
+                        line,
+                        format!("ARG {}: the ARGs before the first FROM would hold {size} bytes, over strata's limit of {} MiB", def.key, MAX_STAGE_ENV >> 20),
+                    ));
                 }
             }
         }
@@ -407,6 +457,8 @@ impl<'a> Lowerer<'a> {
         if let Some(d) = self.find_stage(&base, i) {
             let mut st =
                 self.states.get(&d).cloned().ok_or_else(|| lerr(line, format!("stage {base} was not built")))?;
+            let inherited = st.config.config.env.as_ref().map(|e| e.iter().map(String::len).sum()).unwrap_or(0);
+            self.keep(inherited, line, &format!("FROM {base}"))?;
             st.args.clear();
             st.cmd_set = false;
             let triggers = st.config.config.on_build.take().unwrap_or_default();
@@ -584,19 +636,27 @@ impl<'a> Lowerer<'a> {
                     };
                     st.args.retain(|(k, _)| *k != def.key);
                     if let Some(v) = value {
+                        self.keep(v.len(), line, &format!("ARG {}", def.key))?;
                         st.args.push((def.key.clone(), v));
                     }
+                    Self::check_stage_env(st, line, &format!("ARG {}", def.key))?;
                 }
                 self.history(st, format!("ARG {}", cmd.code.split_once(' ').map(|x| x.1).unwrap_or("")), true);
             }
             Instruction::Env(kvs) => {
                 for kv in &kvs {
+                    // Twice: the value, and the history line that repeats it.
+                    self.keep(2 * kv.value.len(), line, &format!("ENV {}", kv.key))?;
                     st.config.config.env_set(&kv.key, &kv.value);
+                    Self::check_stage_env(st, line, &format!("ENV {}", kv.key))?;
                 }
                 let desc = kvs.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect::<Vec<_>>().join(" ");
                 self.history(st, format!("ENV {desc}"), true);
             }
             Instruction::Label(kvs) => {
+                for kv in &kvs {
+                    self.keep(2 * (kv.key.len() + kv.value.len()), line, &format!("LABEL {}", kv.key))?;
+                }
                 let labels = st.config.config.labels.get_or_insert_with(BTreeMap::new);
                 for kv in &kvs {
                     labels.insert(kv.key.clone(), kv.value.clone());

@@ -118,6 +118,12 @@ impl<S: Into<String>> FromIterator<S> for EnvList {
     }
 }
 
+/// The most one word may expand to. A process cannot even be given an argument or an
+/// environment variable over 128 KiB (Linux's `MAX_ARG_STRLEN`), so 1 MiB leaves room
+/// for labels and paths while a hostile Dockerfile cannot make one word take memory
+/// without bound.
+pub const MAX_EXPANSION: usize = 1 << 20;
+
 /// A word that could not be expanded: `failed to process "<word>": <reason>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("failed to process {}: {source}", crate::ast::go_quote(word))]
@@ -155,6 +161,10 @@ pub enum ShellError {
     /// `${V:?msg}` with `V` set to the empty string.
     #[error("{name}: {}", message.as_deref().unwrap_or("is not allowed to be empty"))]
     RequiredEmpty { name: String, message: Option<String> },
+    /// The expansion grew past [`MAX_EXPANSION`] bytes (strata's limit; BuildKit has
+    /// none, and a Dockerfile whose ARGs each double the one before takes all memory).
+    #[error("the expansion is larger than {0} bytes (a Dockerfile word may expand to at most 1 MiB)")]
+    TooLarge(usize),
     /// A `#`, `%` or `/` pattern that cannot be compiled (bad `\` escape).
     #[error("invalid pattern ({pattern}) in substitution: {reason}")]
     InvalidPattern { pattern: String, reason: String },
@@ -328,6 +338,9 @@ impl<'a> Run<'a> {
         let quotes = !self.lexer.skip_process_quotes;
 
         while let Some(ch) = self.next() {
+            if result.len() > MAX_EXPANSION {
+                return Err(ShellError::TooLarge(MAX_EXPANSION));
+            }
             if Some(ch) == stop {
                 return Ok((result, words.finish()));
             }
@@ -371,6 +384,7 @@ impl<'a> Run<'a> {
         match stop {
             Some('/') => Err(ShellError::MissingSlash),
             Some(_) => Err(ShellError::MissingBrace),
+            None if result.len() > MAX_EXPANSION => Err(ShellError::TooLarge(MAX_EXPANSION)),
             None => Ok((result, words.finish())),
         }
     }
@@ -425,7 +439,12 @@ impl<'a> Run<'a> {
                     }
                     return Ok(out);
                 }
-                Some('$') => out.push_str(&self.dollar()?),
+                Some('$') => {
+                    out.push_str(&self.dollar()?);
+                    if out.len() > MAX_EXPANSION {
+                        return Err(ShellError::TooLarge(MAX_EXPANSION));
+                    }
+                }
                 Some(c) if c == escape => {
                     if raw_escapes {
                         out.push(c);
@@ -486,6 +505,14 @@ impl<'a> Run<'a> {
 
     /// After `$`.
     fn dollar(&mut self) -> Result<String, ShellError> {
+        let out = self.dollar_unchecked()?;
+        if out.len() > MAX_EXPANSION {
+            return Err(ShellError::TooLarge(MAX_EXPANSION));
+        }
+        Ok(out)
+    }
+
+    fn dollar_unchecked(&mut self) -> Result<String, ShellError> {
         if self.peek() != Some('{') {
             let name = self.name();
             if name.is_empty() {
