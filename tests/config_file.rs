@@ -46,8 +46,62 @@ fn mirrors_from_the_user_config_let_docker_hub_names_resolve_offline() {
     assert!(o.status.success(), "{t}");
     assert!(t.contains(&format!("pulled from mirror {}", env["RIG_REGISTRY"])), "{t}");
     assert!(t.contains("mirror 127.0.0.1:1 failed"), "{t}");
-    // storage.keep ran after the build: the unnamed base-image data went.
+    // storage.keep ran after the build: the unnamed base-image data went, and what is
+    // left besides the named image's blobs fits in 1 MB.
     assert!(t.contains("storage.keep=1MB: pruned"), "{t}");
+    let snapshots = walk_sizes(&root.path().join("snapshots"));
+    assert!(snapshots <= 1_000_000, "snapshots still hold {snapshots} bytes after storage.keep = 1MB");
+}
+
+/// Bytes of the regular files below `d`.
+fn walk_sizes(d: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![d.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&p) else { continue };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn jobs_from_the_config_is_how_many_steps_run_at_once() {
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), "jobs = 1\n").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    // Two independent stages whose RUNs would overlap with two jobs.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox AS a\nRUN sleep 1 && echo a > /a\nFROM busybox AS b\nRUN sleep 1 && echo b > /b\n\
+         FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let bb = busybox_context(&test_env().expect("the test environment"));
+    let dir = ctx.path().to_str().unwrap();
+    let o = strata(
+        root.path(),
+        &["--config", cfg.path().to_str().unwrap(), "build", "--progress=plain", "--build-context", &bb, dir],
+    );
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    // The plain progress: each RUN's start line, and its DONE line (same #N).
+    let lines: Vec<&str> = log.lines().collect();
+    let start = |stage: &str| {
+        lines.iter().position(|l| l.contains(&format!("[{stage} 2/2] RUN sleep 1"))).unwrap_or_else(|| panic!("{log}"))
+    };
+    let (a, b) = (start("a"), start("b"));
+    let (first, second) = (a.min(b), a.max(b));
+    let number = lines[first].split_whitespace().next().unwrap().to_string();
+    let done = lines.iter().position(|l| l.starts_with(&format!("{number} DONE"))).unwrap_or_else(|| panic!("{log}"));
+    assert!(done < second, "with jobs = 1 the second RUN started before the first was done:\n{log}");
 }
 
 #[test]

@@ -661,10 +661,8 @@ fn zstd_push_is_read_back_with_the_reported_digest() {
 }
 
 // BuildKit's `containerimage.digest` is the digest of the manifest that was exported or
-// pushed. strata writes the digest of the store's manifest (layers uncompressed) there.
-// With `--push` alone that is the pushed one (the build then writes gzip layers), but
-// not for an OCI layout output, nor for a push with `compression=uncompressed` (which
-// also sends gzip layers instead of plain ones).
+// pushed, and so is strata's: the OCI layout's manifest (gzip layers) for type=oci, the
+// pushed manifest for a push, plain layers included with `compression=uncompressed`.
 
 #[test]
 fn metadata_file_names_the_manifest_in_the_oci_layout() {

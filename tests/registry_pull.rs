@@ -8,15 +8,28 @@ use std::process::Command;
 
 use common::*;
 
-fn build_from(root: &std::path::Path, from: &str, extra: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+/// Build `FROM from` + `RUN uname -m > /arch` in a fresh root, with the image's file
+/// system written to a local directory; returns the output and what /arch says (what
+/// was pulled ran: the right platform's image, whole).
+fn build_from(from: &str, global: &[&str], envs: &[(&str, &str)]) -> (std::process::Output, String) {
+    build_for(from, global, &[], envs)
+}
+
+/// [`build_from`] with `build` flags too (`--platform`).
+fn build_for(from: &str, global: &[&str], build: &[&str], envs: &[(&str, &str)]) -> (std::process::Output, String) {
+    let root = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
     std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {from}\nRUN uname -m > /arch\n")).unwrap();
     let mut cmd = Command::new(strata_bin());
-    cmd.arg("--root").arg(root).args(extra).args(["build", "--progress=plain", ctx.path().to_str().unwrap()]);
+    cmd.arg("--root").arg(root.path()).args(global).args(["build", "--progress=plain"]).args(build).arg("-o");
+    cmd.arg(format!("type=local,dest={}", out.path().display())).arg(ctx.path());
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.output().unwrap()
+    let o = cmd.output().unwrap();
+    let arch = std::fs::read_to_string(out.path().join("arch")).unwrap_or_default().trim().to_string();
+    (o, arch)
 }
 
 /// A DOCKER_CONFIG directory with one registry's credentials.
@@ -27,24 +40,29 @@ fn docker_config(user: &str, pass: &str, registry: &str) -> tempfile::TempDir {
 #[test]
 fn pulls_from_plain_tls_and_token_registries() {
     let Some(env) = test_env() else { return };
-    let root = tempfile::tempdir().unwrap();
     let plain = format!("{}/library/busybox:latest", env["RIG_REGISTRY"]);
-    let o = build_from(root.path(), &plain, &[], &[]);
+    let (o, arch) = build_from(&plain, &[], &[]);
     assert!(o.status.success(), "plain: {}", text(&o));
+    assert_eq!(arch, "x86_64", "plain: the amd64 image of the index ran");
 
     let tls = &env["RIG_TLS_REGISTRY"];
     let cfg = docker_config(&env["RIG_USER"], &env["RIG_PASS"], tls);
-    let o = build_from(
-        root.path(),
+    let (o, arch) = build_from(
         &format!("{tls}/library/busybox:latest"),
         &["--tls-ca", &env["RIG_CA"]],
         &[("DOCKER_CONFIG", cfg.path().to_str().unwrap())],
     );
     assert!(o.status.success(), "tls + basic auth: {}", text(&o));
+    assert_eq!(arch, "x86_64", "tls + basic auth");
 
     let token = format!("{}/library/busybox:latest", env["RIG_TOKEN_REGISTRY"]);
-    let o = build_from(root.path(), &token, &[], &[]);
+    let (o, arch) = build_from(&token, &[], &[]);
     assert!(o.status.success(), "token auth: {}", text(&o));
+    assert_eq!(arch, "x86_64", "token auth");
+    // The arm64 image of the same index, run under QEMU.
+    let (o, arch) = build_for(&token, &[], &["--platform", "linux/arm64"], &[]);
+    assert!(o.status.success(), "token auth, arm64: {}", text(&o));
+    assert_eq!(arch, "aarch64", "token auth, arm64");
 }
 
 #[test]
@@ -84,7 +102,7 @@ fn arm64_variant_and_digest_reference() {
         .unwrap();
     assert!(raw.status.success());
     let digest = format!("sha256:{}", sha256_hex(&raw.stdout));
-    let o = build_from(root.path(), &format!("{reg}/library/busybox@{digest}"), &[], &[]);
+    let (o, _) = build_from(&format!("{reg}/library/busybox@{digest}"), &[], &[]);
     assert!(o.status.success(), "digest reference: {}", text(&o));
 }
 
@@ -104,11 +122,9 @@ fn sha256_hex(b: &[u8]) -> String {
 #[test]
 fn wrong_password_and_missing_tag_fail_with_exit_1_naming_registry_and_reference() {
     let Some(env) = test_env() else { return };
-    let root = tempfile::tempdir().unwrap();
     let tls = &env["RIG_TLS_REGISTRY"];
     let cfg = docker_config(&env["RIG_USER"], "wrong-password", tls);
-    let o = build_from(
-        root.path(),
+    let (o, _) = build_from(
         &format!("{tls}/library/busybox:latest"),
         &["--tls-ca", &env["RIG_CA"]],
         &[("DOCKER_CONFIG", cfg.path().to_str().unwrap())],
@@ -120,7 +136,7 @@ fn wrong_password_and_missing_tag_fail_with_exit_1_naming_registry_and_reference
     assert!(!t.contains("panicked"), "{t}");
 
     let reg = &env["RIG_REGISTRY"];
-    let o = build_from(root.path(), &format!("{reg}/library/busybox:no-such-tag"), &[], &[]);
+    let (o, _) = build_from(&format!("{reg}/library/busybox:no-such-tag"), &[], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("no-such-tag") && t.contains(reg.as_str()), "{t}");
@@ -133,7 +149,15 @@ fn pull_always_downloads_the_blobs_again() {
     let Some(env) = test_env() else { return };
     let root = tempfile::tempdir().unwrap();
     let from = format!("{}/library/busybox:latest", env["RIG_REGISTRY"]);
-    let o = build_from(root.path(), &from, &[], &[]);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {from}\nRUN uname -m > /arch\n")).unwrap();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain"];
+        args.extend_from_slice(extra);
+        args.push(ctx.path().to_str().unwrap());
+        strata(root.path(), &args)
+    };
+    let o = build(&[]);
     assert!(o.status.success(), "{}", text(&o));
     // Damage every stored blob larger than a config (the layers): a build that trusts
     // the store leaves them so; one that downloads again puts the right bytes back.
@@ -147,14 +171,12 @@ fn pull_always_downloads_the_blobs_again() {
     for p in &damaged {
         std::fs::write(p, b"damaged").unwrap();
     }
-    let o = build_from(root.path(), &from, &[], &[]);
+    let o = build(&[]);
     assert!(o.status.success(), "{}", text(&o));
     for p in &damaged {
         assert_eq!(std::fs::read(p).unwrap(), b"damaged", "--pull=missing downloaded {} again", p.display());
     }
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {from}\nRUN uname -m > /arch\n")).unwrap();
-    let o = strata(root.path(), &["build", "--progress=plain", "--pull=always", ctx.path().to_str().unwrap()]);
+    let o = build(&["--pull=always"]);
     assert!(o.status.success(), "{}", text(&o));
     for p in &damaged {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();

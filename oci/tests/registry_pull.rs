@@ -98,13 +98,17 @@ async fn pull_from_token_registry_with_credential_helper() {
     let cfg = tempfile::tempdir().unwrap();
     let bin = tempfile::tempdir().unwrap();
     let helper = bin.path().join("docker-credential-rig");
+    // The helper writes down every call: the token registry also grants anonymous
+    // pulls, so only its trace shows that the helper was asked (and for what).
+    let trace = bin.path().join("calls");
     std::fs::write(
         &helper,
         format!(
-            "#!/bin/sh\nread server\n[ \"$1\" = get ] && [ \"$server\" = \"{}\" ] && echo '{{\"ServerURL\":\"'$server'\",\"Username\":\"{}\",\"Secret\":\"{}\"}}' && exit 0\necho 'credentials not found in native keychain'; exit 1\n",
+            "#!/bin/sh\nread server\necho \"$1 $server\" >> {trace}\n[ \"$1\" = get ] && [ \"$server\" = \"{}\" ] && echo '{{\"ServerURL\":\"'$server'\",\"Username\":\"{}\",\"Secret\":\"{}\"}}' && exit 0\necho 'credentials not found in native keychain'; exit 1\n",
             rig.token(),
             rig.user(),
-            rig.pass()
+            rig.pass(),
+            trace = trace.display(),
         ),
     )
     .unwrap();
@@ -118,6 +122,8 @@ async fn pull_from_token_registry_with_credential_helper() {
     let client = RegistryClient::new(opts).unwrap();
     let img = client.pull_image(&busybox(rig.token()), &amd64(), &store).await.unwrap();
     check_pulled(&img, &store, "amd64");
+    let calls = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert_eq!(calls.trim(), format!("get {}", rig.token()), "the helper was asked once, for the registry");
 }
 
 #[tokio::test]
