@@ -5,6 +5,7 @@
 //! images/tag/rm/inspect/du; `prune` sweeps the store; `progress` and `tty` print
 //! what happens.
 
+mod annotations;
 mod build;
 mod cli;
 mod config;

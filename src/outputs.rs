@@ -135,7 +135,7 @@ fn export_options(
             "push",
             "annotation",
         ];
-        if !known.contains(&k.as_str()) && !k.starts_with("annotation.") {
+        if !known.contains(&k.as_str()) && !k.starts_with("annotation.") && !k.starts_with("annotation-") {
             return Err(Failure::usage(format!("error: output type={}: unknown attribute {k:?}", spec.kind)));
         }
     }
@@ -195,17 +195,18 @@ pub fn output_specs(args: &BuildArgs) -> Result<Vec<OutputSpec>> {
 /// How the image's layers are written: the options of the first output, gzip when the
 /// image is pushed and no compression was asked for.
 pub fn image_options(args: &BuildArgs, specs: &[OutputSpec], epoch: Option<i64>) -> Result<ExportOptions> {
-    let mut annotations = BTreeMap::new();
-    for a in &args.annotations {
-        let (k, v) = a
-            .split_once('=')
-            .ok_or_else(|| Failure::usage(format!("error: --annotation {a:?}: expected KEY=VALUE")))?;
-        annotations.insert(k.trim_start_matches("manifest:").to_string(), v.to_string());
-    }
     let default_spec = OutputSpec { kind: "image".into(), attrs: BTreeMap::new() };
-    let opts = export_options(Some(specs.first().unwrap_or(&default_spec)), epoch, annotations)?;
+    // Annotations are checked here and given per platform at the export.
+    annotations_of(args, specs)?;
+    let opts = export_options(Some(specs.first().unwrap_or(&default_spec)), epoch, BTreeMap::new())?;
     let push_to = push_targets(specs, args)?;
     compress_for_push(opts, specs.first(), !push_to.is_empty())
+}
+
+/// The build's annotations: `--annotation` and the first output's `annotation*` keys.
+pub fn annotations_of(args: &BuildArgs, specs: &[OutputSpec]) -> Result<crate::annotations::Annotations> {
+    let empty = BTreeMap::new();
+    crate::annotations::Annotations::parse(&args.annotations, specs.first().map(|s| &s.attrs).unwrap_or(&empty))
 }
 
 /// The options the build's image layers will be written with, known before the build
@@ -228,10 +229,13 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     let name = "exporting to image".to_string();
     req.progress.send(ProgressEvent::Started { vertex: vertex.clone(), name: name.clone() });
     let started = std::time::Instant::now();
+    let annotations = annotations_of(args, &specs)?;
     let mut built = Vec::with_capacity(req.images.len());
     for image in &req.images {
         let inputs = layer_inputs(req.worker, &image.layers);
-        let (store, config, opts) = (req.store.clone(), image.config.clone(), opts.clone());
+        let mut opts = opts.clone();
+        opts.annotations = annotations.manifest(&image.config.platform());
+        let (store, config) = (req.store.clone(), image.config.clone());
         let one = tokio::task::spawn_blocking(move || build_image(&store, config, &inputs, &opts))
             .await
             .map_err(|e| Failure::build(format!("error: exporting: {e}")))?
@@ -241,8 +245,15 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     let (image, image_id, config_digest) = match built.as_slice() {
         [one] => (one.manifest.clone(), one.config_digest.clone(), Some(one.config_digest.clone())),
         many => {
-            let manifests: Vec<Descriptor> = many.iter().map(|b| b.manifest.clone()).collect();
-            let index = strata_exporter::image::build_index(req.store, &manifests)
+            let manifests: Vec<Descriptor> = many
+                .iter()
+                .map(|b| {
+                    let mut d = b.manifest.clone();
+                    d.annotations.extend(annotations.manifest_descriptor(&b.config.platform()));
+                    d
+                })
+                .collect();
+            let index = strata_exporter::image::build_index(req.store, &manifests, annotations.index())
                 .map_err(|e| Failure::build(format!("error: writing the image index: {e}")))?;
             (index.clone(), index.digest, None)
         }
@@ -276,6 +287,7 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         let desc = strata_exporter::recompress::compress_image(req.store, &image, compression, cores)
             .map_err(|e| Failure::build(format!("error: compressing layers for {dest}: {e}")))?;
         let mut desc = desc;
+        desc.annotations.extend(annotations.index_descriptor());
         if let Some(first) = args.tags.first() {
             desc.annotations.insert(
                 "io.containerd.image.name".into(),

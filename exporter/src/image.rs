@@ -229,14 +229,18 @@ pub fn build_image(
 /// One image index over several platforms' manifests (each descriptor carries its
 /// platform), in the order given: an OCI index, or a Docker manifest list when the
 /// manifests use Docker media types.
-pub fn build_index(store: &BlobStore, manifests: &[Descriptor]) -> Result<Descriptor, ExportError> {
+pub fn build_index(
+    store: &BlobStore,
+    manifests: &[Descriptor],
+    annotations: std::collections::BTreeMap<String, String>,
+) -> Result<Descriptor, ExportError> {
     let docker = manifests.iter().all(|m| m.media_type == media::DOCKER_MANIFEST);
     let media_type = if docker { media::DOCKER_MANIFEST_LIST } else { media::OCI_INDEX };
     let index = Index {
         schema_version: 2,
         media_type: Some(media_type.to_string()),
         manifests: manifests.to_vec(),
-        annotations: Default::default(),
+        annotations,
     };
     let bytes = canonical_json(&index);
     let digest = store.put_bytes(&bytes)?;

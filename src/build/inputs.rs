@@ -43,7 +43,17 @@ impl BuildInputs {
                 return Ok(Arc::new(|_: &str, _: bool| false));
             }
             let m = PatternMatcher::new(pats).map_err(|e| format!("invalid exclude pattern: {e}"))?;
-            Ok(Arc::new(move |p: &str, _d: bool| m.matches_or_parent_matches(p).unwrap_or(false)))
+            // A directory is left out only when no `!pattern` could bring back anything
+            // below it (`secrets/` with `!secrets/public.txt` keeps the walk going).
+            Ok(Arc::new(
+                move |p: &str, is_dir: bool| {
+                    if is_dir {
+                        m.can_skip_dir(p)
+                    } else {
+                        m.matches_or_parent_matches(p).unwrap_or(false)
+                    }
+                },
+            ))
         });
         let mut contexts = HashMap::new();
         contexts.insert(

@@ -157,6 +157,11 @@ impl BuildPlan {
             }
         }
         crate::outputs::image_options(args, &specs, None)?;
+        if platforms.len() == 1 && crate::outputs::annotations_of(args, &specs)?.need_index() {
+            return Err(Failure::usage(
+                "error: --annotation index:/manifest-descriptor: a single-platform image has no index; build several platforms, or annotate the manifest",
+            ));
+        }
         let dockerfile = match args.file.as_deref() {
             Some("-") => DockerfileSpec::Stdin,
             other => DockerfileSpec::Path(other.map(str::to_string)),
