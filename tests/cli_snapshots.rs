@@ -304,7 +304,8 @@ fn error_unreachable_registry() {
     let o = strata_env(&root, &["build", "--progress=plain", ctx.to_str().unwrap()], &[]);
     let took = started.elapsed();
     let err = check_failure(&o, 1, &["127.0.0.1:1/x:y", "connection refused", &format!("{df}:1:1")]);
-    assert!(took.as_secs() < 30, "gave up after {took:?}");
+    // A refused connection is answered at once; this only catches a hang.
+    assert!(took.as_secs() < 120, "gave up after {took:?}");
     // A registry whose name does not resolve (an offline runner and Docker Hub): one
     // short reason, then how else to give the base image.
     let (_ctx2, ctx2) = context(&[("Dockerfile", "FROM registry.invalid/team/base:1\nRUN true\n")]);

@@ -61,7 +61,11 @@ fn sigkill_mid_step_leaves_a_store_the_next_build_trusts() {
     let Some(env) = test_env() else { return };
     let root = tempfile::tempdir().unwrap();
     let bb = busybox_context(&env);
-    let ctx = write_ctx("FROM busybox\nCOPY file.txt /f.txt\nRUN sleep 4 && echo finished > /x\n");
+    // The RUN waits (5 minutes at most) until `go` appears in the bind-mounted context:
+    // the first build is killed while it waits, the next one finds it there.
+    let ctx = write_ctx(
+        "FROM busybox\nCOPY file.txt /f.txt\nRUN --mount=type=bind,source=.,target=/c i=0; \\\n    while [ ! -e /c/go ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done; echo finished > /x\n",
+    );
     let mut child = spawn_build(root.path(), &bb, ctx.path(), "killed");
     // Wait until the RUN is running (its container exists), then SIGKILL strata.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -76,6 +80,7 @@ fn sigkill_mid_step_leaves_a_store_the_next_build_trusts() {
     }
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
+    std::fs::write(ctx.path().join("go"), "").unwrap();
     // The next build cleans up what the killed one left and succeeds.
     let o = strata(
         root.path(),

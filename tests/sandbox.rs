@@ -135,7 +135,9 @@ fn ssh_key_file_is_served_by_an_agent_during_the_build() {
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(
         ctx.path().join("Dockerfile"),
-        "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && sleep 4\n",
+        // The RUN holds the agent until the test has looked at it (`go` appears in the
+        // context, seen live through the bind mount), 5 minutes at most.
+        "FROM busybox\nRUN --mount=type=ssh --mount=type=bind,source=.,target=/c test -S \"$SSH_AUTH_SOCK\" && \\\n    i=0; while [ ! -e /c/go ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done\n",
     )
     .unwrap();
     let bb = busybox_context(&env);
@@ -157,7 +159,7 @@ fn ssh_key_file_is_served_by_an_agent_during_the_build() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // The socket appears when the agent starts; the key is added just after, before
-    // the build goes on (the RUN then holds the agent for 4 s).
+    // the build goes on (the RUN then holds the agent until `go` appears).
     let mut listed = String::new();
     while std::time::Instant::now() < deadline {
         let o = Command::new("ssh-add").arg("-L").env("SSH_AUTH_SOCK", &socket).output().unwrap();
@@ -167,6 +169,7 @@ fn ssh_key_file_is_served_by_an_agent_during_the_build() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    std::fs::write(ctx.path().join("go"), "").unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(listed.contains(&public_blob), "the agent does not hold the key: {listed:?}");
