@@ -31,6 +31,9 @@ const SUBSET_WORKLOADS: &[&str] = &["steps-many"];
 const RANDOM_BY_DESIGN: &[(&str, fn(&str) -> bool)] =
     &[("multistage", |p| numbered(p, "/out", ".bin")), ("layer-heavy", |p| numbered(p, "/data/r", ""))];
 
+/// Which paths of an image a check is about.
+type PathFilter = fn(&str) -> bool;
+
 /// `PREFIX<digits>SUFFIX`.
 fn numbered(path: &str, prefix: &str, suffix: &str) -> bool {
     path.strip_prefix(prefix)
