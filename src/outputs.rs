@@ -532,11 +532,20 @@ async fn push_image_to(
                 }
             }
             PushEvent::Uploaded { digest, size } => transfer(&digest, size, size),
-            PushEvent::Interrupted { digest, resume_at, reason } if resume_at > 0 => {
-                status(&digest, format!("interrupted ({reason}); resuming at {}", crate::units::human_bytes(resume_at)))
-            }
-            PushEvent::Interrupted { digest, reason, .. } => {
-                status(&digest, format!("interrupted ({reason}); starting over"))
+            PushEvent::Interrupted { digest, resume_at, restarted, reason, retry_in, chunk } => {
+                let from = if restarted {
+                    "the registry dropped the upload: starting over".to_string()
+                } else {
+                    format!("the registry has {}, resuming there", crate::units::human_bytes(resume_at))
+                };
+                status(
+                    &digest,
+                    format!(
+                        "retrying in {:.1}s: {reason} ({from}, in {} chunks)",
+                        retry_in.as_secs_f64(),
+                        crate::units::human_bytes(chunk)
+                    ),
+                )
             }
             PushEvent::ManifestPushed { digest, reference } => progress.send(ProgressEvent::Status {
                 vertex: vertex.clone(),

@@ -155,7 +155,7 @@ fn push_through_a_faulty_proxy_completes_with_the_same_manifest_and_intact_blobs
     assert!(has("PUT", &|f| matches!(f, Fault::CutBody(_))), "a monolithic upload was cut: {faults:?}");
     assert!(has("POST", &|f| f == Fault::Respond(500)) && has("HEAD", &|f| f == Fault::Respond(429)), "{faults:?}");
     assert!(has("PUT", &|f| f == Fault::Respond(500)), "the manifest PUT got a 500: {faults:?}");
-    assert!(out.contains("interrupted"), "the progress reports the interrupted uploads: {out}");
+    assert!(out.contains("retrying in"), "the progress reports the interrupted uploads: {out}");
     assert!(manifest_puts.load(Ordering::SeqCst) >= 2, "the manifest was sent again after the 500");
 
     // The same image pushed straight to the registry, without faults.

@@ -28,7 +28,7 @@ const SUBSET_WORKLOADS: &[&str] = &["steps-many"];
 /// Workloads that write random bytes (`/dev/urandom`) on purpose, and the only paths
 /// that may differ between two builds of them: `multistage` writes `/out<N>.bin` in
 /// each stage, `layer-heavy` `/data/r<N>` (its `/data/t<N>` are text and must match).
-const RANDOM_BY_DESIGN: &[(&str, fn(&str) -> bool)] =
+const RANDOM_BY_DESIGN: &[(&str, PathFilter)] =
     &[("multistage", |p| numbered(p, "/out", ".bin")), ("layer-heavy", |p| numbered(p, "/data/r", ""))];
 
 /// Which paths of an image a check is about.

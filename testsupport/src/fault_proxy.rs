@@ -6,6 +6,9 @@
 //! body after some bytes, answer a status itself, or lose the registry's answer. Bytes
 //! that are not HTTP (a TLS handshake: strata tries HTTPS first on loopback) are relayed
 //! unchanged. [`Proxy::raw`] relays every connection as bytes, counted.
+//! [`Proxy::cutting`] relays bytes too, but cuts connections mid-transfer the way bad
+//! networks do (NAT timeouts, proxies): the first connections that carry more than a
+//! number of bytes in one direction are closed there, the rest pass.
 //!
 //! The proxy stops when dropped (or after five minutes).
 
@@ -27,6 +30,8 @@ pub enum Fault {
     /// Read the whole request and answer this status (`Retry-After: 0`) without asking
     /// the registry.
     Respond(u16),
+    /// The same, asking for a wait of this many seconds (`Retry-After: N`).
+    RespondRetryAfter(u16, u32),
     /// Forward the request; throw the registry's answer away and close.
     DropResponse,
 }
@@ -53,6 +58,8 @@ pub struct Stats {
     /// Connections that did not start with an HTTP request line (TLS), or every
     /// connection of a raw proxy.
     pub raw_connections: AtomicUsize,
+    /// Connections a cutting proxy closed mid-transfer.
+    pub cuts: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -87,7 +94,55 @@ impl Drop for Proxy {
     }
 }
 
+/// Which way [`Proxy::cutting`] counts the bytes of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client → server (uploads).
+    Up,
+    /// Server → client (downloads).
+    Down,
+}
+
+/// Where [`Proxy::cutting`] cuts.
+#[derive(Debug, Clone)]
+pub struct Cuts {
+    pub direction: Direction,
+    /// The connections to cut, in order: the k-th connection that carries more than
+    /// `after[k]` bytes is closed at that byte. Connections after the last cut pass.
+    pub after: Vec<u64>,
+    /// Instead: cut every connection after this many bytes, for ever.
+    pub always: Option<u64>,
+}
+
 impl Proxy {
+    /// A byte relay to `upstream` that cuts connections as `cuts` says; how many were
+    /// cut is in `stats.cuts`.
+    pub fn cutting(upstream: &str, cuts: Cuts) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.set_nonblocking(true).expect("a non-blocking listener");
+        let addr = listener.local_addr().expect("the listener's address").to_string();
+        let stats = Arc::new(Stats::default());
+        let (st, upstream) = (stats.clone(), upstream.to_string());
+        let cuts = Arc::new(cuts);
+        thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !st.stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let (st, cuts, upstream) = (st.clone(), cuts.clone(), upstream.clone());
+                        thread::spawn(move || {
+                            if client.set_nonblocking(false).is_ok() {
+                                cutting_relay(client, &upstream, &cuts, &st);
+                            }
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Proxy { addr, stats }
+    }
+
     /// An HTTP proxy to `upstream` that applies `plan` to every request.
     pub fn http(upstream: &str, plan: impl Fn(&Seen, usize) -> Fault + Send + Sync + 'static) -> Proxy {
         start(upstream, Some(Arc::new(plan)))
@@ -210,7 +265,12 @@ fn http_one(mut client: TcpStream, upstream: &str, plan: &Plan, stats: Arc<Stats
             let _ = client.shutdown(Shutdown::Both);
             return;
         }
-        Fault::Respond(code) => {
+        Fault::Respond(_) | Fault::RespondRetryAfter(..) => {
+            let (code, wait) = match fault {
+                Fault::RespondRetryAfter(code, wait) => (code, wait),
+                Fault::Respond(code) => (code, 0),
+                _ => (500, 0),
+            };
             if let Some(total) = body_len {
                 let mut left = total.saturating_sub(rest.len() as u64);
                 while left > 0 {
@@ -222,8 +282,10 @@ fn http_one(mut client: TcpStream, upstream: &str, plan: &Plan, stats: Arc<Stats
             }
             let reason = if code == 429 { "Too Many Requests" } else { "Injected Fault" };
             let _ = client.write_all(
-                format!("HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nRetry-After: 0\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
+                format!(
+                    "HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nRetry-After: {wait}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
             );
             let _ = client.shutdown(Shutdown::Both);
             return;
@@ -303,4 +365,68 @@ fn http_one(mut client: TcpStream, upstream: &str, plan: &Plan, stats: Arc<Stats
     let _ = client.shutdown(Shutdown::Both);
     let _ = server.shutdown(Shutdown::Both);
     let _ = up.join();
+}
+
+/// Relay one connection, cutting it where the next cut of `cuts` says.
+fn cutting_relay(client: TcpStream, upstream: &str, cuts: &Cuts, stats: &Arc<Stats>) {
+    stats.raw_connections.fetch_add(1, Ordering::SeqCst);
+    let Ok(server) = TcpStream::connect(upstream) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    // The threshold of this connection: read when its bytes cross it (so connections
+    // that stay small do not use up a cut).
+    let threshold = move |stats: &Stats| -> Option<u64> {
+        cuts.always.or_else(|| cuts.after.get(stats.cuts.load(Ordering::SeqCst)).copied())
+    };
+    let (Ok(c_in), Ok(s_out), Ok(c_cut), Ok(s_cut)) =
+        (client.try_clone(), server.try_clone(), client.try_clone(), server.try_clone())
+    else {
+        return;
+    };
+    let cut_both = move || {
+        let _ = c_cut.shutdown(Shutdown::Both);
+        let _ = s_cut.shutdown(Shutdown::Both);
+    };
+    // One pump per direction; the counted one may cut.
+    let pump = |mut from: TcpStream, mut to: TcpStream, counted: bool, stats: Arc<Stats>, cut: &dyn Fn()| {
+        let mut buf = vec![0u8; 16 << 10];
+        let mut moved = 0u64;
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if counted {
+                if let Some(limit) = threshold(&stats) {
+                    if moved + n as u64 > limit {
+                        let keep = (limit - moved.min(limit)) as usize;
+                        let _ = to.write_all(&buf[..keep]);
+                        stats.cuts.fetch_add(1, Ordering::SeqCst);
+                        // Let the other side read what it got before the connection goes.
+                        thread::sleep(Duration::from_millis(20));
+                        cut();
+                        return;
+                    }
+                }
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            moved += n as u64;
+            if cuts.direction == Direction::Up && counted {
+                stats.bytes_up.fetch_add(n as u64, Ordering::SeqCst);
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    };
+    let up_stats = stats.clone();
+    let down_stats = stats.clone();
+    thread::scope(|scope| {
+        scope.spawn(|| pump(c_in, s_out, cuts.direction == Direction::Up, up_stats, &cut_both));
+        let (Ok(s_in), Ok(c_out)) = (server.try_clone(), client.try_clone()) else { return };
+        pump(s_in, c_out, cuts.direction == Direction::Down, down_stats, &cut_both);
+    });
+    let _ = server.shutdown(Shutdown::Both);
+    let _ = client.shutdown(Shutdown::Both);
 }

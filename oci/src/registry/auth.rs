@@ -225,7 +225,7 @@ impl AuthSession {
             };
             match rb.send().await {
                 Ok(r) if transport.retryable_status(r.status()) && attempt + 1 < transport.max_attempts() => {
-                    transport.backoff(attempt, Some(&r)).await;
+                    transport.backoff(attempt, super::transport::retry_after(r.headers())).await;
                     attempt += 1;
                 }
                 Ok(r) => break r,

@@ -202,6 +202,8 @@ async fn feed(
                 Err(e) => break describe(&NetFailure::classify(&e)),
             }
         };
+        // Resume on a connection made after the failure, never one from before it.
+        transport.fresh_connections_to(&r.registry);
         interruptions += 1;
         without_progress = if received > before { 0 } else { without_progress + 1 };
         if without_progress >= max || interruptions >= max * 4 {

@@ -277,7 +277,7 @@ impl NetFailure {
             Some(K::UnexpectedEof) => Some("connection closed unexpectedly".to_string()),
             _ => None,
         };
-        let chain = error_chain(err);
+        let chain = tidy_chain(&error_chain(err));
         if err.is_timeout() {
             return NetFailure::Connect(reason.unwrap_or_else(|| "timed out".to_string()));
         }
@@ -303,6 +303,24 @@ fn classify_rustls(e: &rustls::Error) -> NetFailure {
         }
         _ => NetFailure::Tls(e.to_string()),
     }
+}
+
+/// A reqwest/hyper chain without what repeats the request or the layer it failed in:
+/// `error sending request for url (http://…?_state=…): client error (SendRequest):
+/// connection closed before message completed` → `connection closed before message
+/// completed`. (The operation and registry are in the error around it.)
+fn tidy_chain(chain: &str) -> String {
+    let mut parts: Vec<&str> = chain.split(": ").collect();
+    parts.retain(|p| {
+        !(p.starts_with("error sending request for url")
+            || p.starts_with("error sending request")
+            || p.starts_with("client error (")
+            || p.starts_with("request or response body error"))
+    });
+    if parts.is_empty() {
+        return chain.to_string();
+    }
+    parts.join(": ")
 }
 
 /// `a: b: c` from an error and its sources, without repeats.

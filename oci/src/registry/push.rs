@@ -70,8 +70,16 @@ use crate::store::{BlobStore, StoreError};
 
 /// Blobs up to this size go in one `PUT`.
 pub const DEFAULT_MONOLITHIC_LIMIT: u64 = 8 << 20;
-/// The size of each `PATCH` of a chunked upload.
-pub const DEFAULT_CHUNK_SIZE: u64 = 16 << 20;
+/// The size of each `PATCH` of a chunked upload. Measured on loopback with a 120 MB
+/// layer (gzip on two cores, median of three): 4 MiB 1.50 s, 8 MiB 1.21 s, 16 MiB
+/// 1.27 s, 32 MiB 1.23 s, 64 MiB 1.42 s. 8 MiB is as fast as larger chunks and loses
+/// half as much as 16 MiB when a connection breaks.
+pub const DEFAULT_CHUNK_SIZE: u64 = 8 << 20;
+/// The smallest chunk: after a request breaks with nothing accepted, the chunk size
+/// is halved down to this (the reference registry keeps nothing of a broken `PATCH`,
+/// so only a chunk that fits between two breaks is progress), and doubled back after
+/// each accepted one.
+pub const MIN_CHUNK_SIZE: u64 = 256 << 10;
 /// How often byte progress is reported while a request body is being sent.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Reads from a blob file into a request body.
@@ -118,8 +126,9 @@ pub enum PushEvent {
     Progress { digest: Digest, sent: u64, total: u64 },
     /// The registry has the whole blob, verified against its digest.
     Uploaded { digest: Digest, size: u64 },
-    /// An upload request failed; the upload goes on from `resume_at` (0: started over).
-    Interrupted { digest: Digest, resume_at: u64, reason: String },
+    /// An upload request failed; after `retry_in` the upload goes on from `resume_at`
+    /// (0: started over), in chunks of `chunk` bytes.
+    Interrupted { digest: Digest, resume_at: u64, restarted: bool, reason: String, retry_in: Duration, chunk: u64 },
     /// A manifest or index was stored under `reference` (`registry/repo:tag` or `@digest`).
     ManifestPushed { digest: Digest, reference: String },
 }
@@ -188,8 +197,9 @@ enum StepOutcome {
     Accepted { location: String, offset: u64 },
     /// The blob is complete.
     Complete,
-    /// The request failed in a way worth recovering from.
-    Failed(String),
+    /// The request failed in a way worth recovering from (with the server's
+    /// `Retry-After`, if it said one).
+    Failed(String, Option<Duration>),
 }
 
 impl RegistryClient {
@@ -521,10 +531,17 @@ impl Pusher<'_> {
     }
 
     /// Upload a blob, in `session` if one is open already.
+    ///
+    /// A failed request is never resent blindly: the registry is asked how much it holds
+    /// and the upload goes on from there, on a fresh connection, after a backoff (the
+    /// server's `Retry-After` when it gave one). A blob that breaks with nothing accepted
+    /// is sent in smaller chunks. The budget counts failures in a row that made no
+    /// progress at the smallest chunk size: an upload that moves keeps going.
     async fn upload(&self, desc: &Descriptor, session: Option<String>) -> Result<BlobOutcome, RegistryError> {
         let size = desc.size;
-        let chunked = size > self.opts.monolithic_limit;
-        let chunk = self.opts.chunk_size.max(1);
+        let mut chunked = size > self.opts.monolithic_limit;
+        let full_chunk = self.opts.chunk_size.max(1);
+        let mut chunk = full_chunk;
         let max = self.transport.max_attempts();
         let mut location = match session {
             Some(l) => l,
@@ -534,26 +551,37 @@ impl Pusher<'_> {
         let (mut sent, mut resumed, mut restarted) = (0u64, 0usize, 0usize);
         let (mut failures, mut without_progress) = (0u32, 0u32);
         loop {
+            let before = offset;
             let attempt = if chunked && offset < size {
                 self.patch(desc, &location, offset, chunk.min(size - offset)).await?
             } else {
                 self.put_blob(desc, &location, offset).await?
             };
             sent += attempt.sent;
-            let reason = match attempt.outcome {
+            let (reason, asked) = match attempt.outcome {
                 StepOutcome::Accepted { location: l, offset: o } => {
                     location = l;
                     offset = o;
-                    without_progress = 0;
+                    if offset > before {
+                        without_progress = 0;
+                        chunk = (chunk * 2).min(full_chunk);
+                    }
                     (self.progress)(PushEvent::Progress { digest: desc.digest.clone(), sent: o, total: size });
                     continue;
                 }
                 StepOutcome::Complete => break,
-                StepOutcome::Failed(reason) => reason,
+                StepOutcome::Failed(reason, asked) => (reason, asked),
             };
             failures += 1;
-            without_progress += 1;
-            if without_progress >= max || failures >= max.saturating_mul(8) {
+            // Smaller chunks first; only failures at the smallest size use up the budget.
+            let this_chunk = if chunked { chunk.min(size - offset) } else { size - offset };
+            if this_chunk > MIN_CHUNK_SIZE {
+                chunked = true;
+                chunk = (this_chunk / 2).max(MIN_CHUNK_SIZE);
+            } else {
+                without_progress += 1;
+            }
+            if without_progress >= max || failures >= max.saturating_mul(16) {
                 return Err(RegistryError::UploadInterrupted {
                     op: self.op.clone(),
                     registry: self.r.registry.clone(),
@@ -564,15 +592,24 @@ impl Pusher<'_> {
                     reason,
                 });
             }
-            tracing::info!(digest = %desc.digest, offset, size, "upload interrupted ({reason}); recovering");
-            self.transport.backoff(without_progress - 1, None).await;
+            let delay = self.transport.backoff_delay(without_progress, asked);
+            tracing::info!(digest = %desc.digest, offset, size, chunk, ?delay, "upload interrupted ({reason}); recovering");
+            tokio::time::sleep(delay).await;
             match self.upload_status(&location).await {
                 Some((l, o)) if o <= size => {
                     tracing::debug!(digest = %desc.digest, from = o, "continuing the upload session");
                     location = l;
                     offset = o;
                     resumed += 1;
-                    (self.progress)(PushEvent::Interrupted { digest: desc.digest.clone(), resume_at: o, reason });
+                    let event = PushEvent::Interrupted {
+                        digest: desc.digest.clone(),
+                        resume_at: o,
+                        restarted: false,
+                        reason,
+                        retry_in: delay,
+                        chunk,
+                    };
+                    (self.progress)(event);
                 }
                 _ => {
                     if self.blob_exists(&desc.digest).await? {
@@ -583,7 +620,15 @@ impl Pusher<'_> {
                     location = self.new_session().await?;
                     offset = 0;
                     restarted += 1;
-                    (self.progress)(PushEvent::Interrupted { digest: desc.digest.clone(), resume_at: 0, reason });
+                    let event = PushEvent::Interrupted {
+                        digest: desc.digest.clone(),
+                        resume_at: 0,
+                        restarted: true,
+                        reason,
+                        retry_in: delay,
+                        chunk,
+                    };
+                    (self.progress)(event);
                 }
             }
         }
@@ -607,7 +652,7 @@ impl Pusher<'_> {
         let sent = counter.load(Ordering::SeqCst);
         let resp = match resp {
             Ok(r) => r,
-            Err(e) => return recoverable(e).map(|reason| Attempt { outcome: StepOutcome::Failed(reason), sent }),
+            Err(e) => return recoverable(e).map(|reason| Attempt { outcome: StepOutcome::Failed(reason, None), sent }),
         };
         let status = resp.status();
         if status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
@@ -616,7 +661,7 @@ impl Pusher<'_> {
             let acked = range_end(resp.headers()).map(|e| e + 1).unwrap_or(expected);
             if acked > desc.size {
                 let reason = format!("the registry reports {acked} bytes of a {}-byte blob", desc.size);
-                return Ok(Attempt { outcome: StepOutcome::Failed(reason), sent });
+                return Ok(Attempt { outcome: StepOutcome::Failed(reason, None), sent });
             }
             if acked != expected {
                 tracing::debug!(digest = %desc.digest, acked, expected, "the registry kept another amount");
@@ -651,7 +696,7 @@ impl Pusher<'_> {
         let sent = counter.load(Ordering::SeqCst);
         let resp = match resp {
             Ok(r) => r,
-            Err(e) => return recoverable(e).map(|reason| Attempt { outcome: StepOutcome::Failed(reason), sent }),
+            Err(e) => return recoverable(e).map(|reason| Attempt { outcome: StepOutcome::Failed(reason, None), sent }),
         };
         let status = resp.status();
         if status == StatusCode::CREATED || status == StatusCode::NO_CONTENT || status == StatusCode::OK {
@@ -681,6 +726,7 @@ impl Pusher<'_> {
         resp: reqwest::Response,
     ) -> Result<StepOutcome, RegistryError> {
         let status = resp.status();
+        let asked = super::transport::retry_after(resp.headers());
         let detail = error_detail(resp).await;
         let recoverable = self.transport.retryable_status(status)
             || status == StatusCode::RANGE_NOT_SATISFIABLE
@@ -692,7 +738,7 @@ impl Pusher<'_> {
             if !detail.is_empty() {
                 reason.push_str(&format!(": {detail}"));
             }
-            return Ok(StepOutcome::Failed(reason));
+            return Ok(StepOutcome::Failed(reason, asked));
         }
         let path = url::Url::parse(location).map(|u| u.path().to_string()).unwrap_or_else(|_| location.to_string());
         Err(self.unexpected(method, &path, status, detail))

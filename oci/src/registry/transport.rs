@@ -98,7 +98,11 @@ pub(crate) struct Host {
     pub registry: String,
     /// Where its API is served (`registry-1.docker.io`).
     pub api_host: String,
-    client: reqwest::Client,
+    /// The host's HTTP client (its connection pool). Replaced after a transfer fails,
+    /// so that no later request reuses a connection that was open when it broke.
+    client: Mutex<reqwest::Client>,
+    /// Whether certificate checks are skipped (how to make a fresh client).
+    skip_verify: bool,
     plain_http_allowed: bool,
     base: OnceCell<String>,
     challenge: Mutex<Option<Challenge>>,
@@ -106,6 +110,10 @@ pub(crate) struct Host {
 }
 
 impl Host {
+    fn client(&self) -> reqwest::Client {
+        self.client.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub(crate) fn challenge(&self) -> Option<Challenge> {
         self.challenge.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -227,11 +235,17 @@ impl Transport {
 
     /// The HTTP client for `host` (with its certs.d CAs and client certificate).
     fn client_for_host(&self, host: &str, skip_verify: bool) -> Result<reqwest::Client, RegistryError> {
-        install_tls_provider();
         let key = format!("{host}|{skip_verify}");
         if let Some(c) = self.inner.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(c.clone());
         }
+        self.new_client_for_host(host, skip_verify)
+    }
+
+    /// A new client for `host` (an empty connection pool), remembered for later use.
+    fn new_client_for_host(&self, host: &str, skip_verify: bool) -> Result<reqwest::Client, RegistryError> {
+        install_tls_provider();
+        let key = format!("{host}|{skip_verify}");
         let mut certs = self.inner.ca_certs.clone();
         let mut identity = None;
         for dir in [self.inner.certs_dir.join(host), self.inner.certs_dir.join(host.replace(':', "_"))] {
@@ -278,7 +292,8 @@ impl Transport {
         let host = Arc::new(Host {
             registry: registry.to_string(),
             api_host: api.clone(),
-            client,
+            client: Mutex::new(client),
+            skip_verify: insecure,
             plain_http_allowed: insecure || is_loopback_host(&api),
             base: OnceCell::new(),
             challenge: Mutex::new(None),
@@ -325,7 +340,7 @@ impl Transport {
             let mut failures: Vec<NetFailure> = Vec::new();
             for scheme in schemes {
                 let base = format!("{scheme}://{}", host.api_host);
-                match host.client.get(format!("{base}/v2/")).send().await {
+                match host.client().get(format!("{base}/v2/")).send().await {
                     Ok(resp) => {
                         // A TLS port answering plain HTTP with 400: report the TLS failure.
                         if *scheme == "http" && resp.status() == StatusCode::BAD_REQUEST {
@@ -374,14 +389,25 @@ impl Transport {
             || s == StatusCode::GATEWAY_TIMEOUT
     }
 
-    /// Sleep before retry number `attempt + 1`: exponential with jitter, or what the
-    /// server's `Retry-After` asks (capped).
-    pub(crate) async fn backoff(&self, attempt: u32, resp: Option<&reqwest::Response>) {
-        let asked = resp
-            .and_then(|r| r.headers().get(RETRY_AFTER))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(30)));
+    /// Forget every pooled connection to `host`: requests from now on connect anew.
+    /// (Requests in flight on the old pool finish on it.)
+    pub(crate) fn fresh_connections(&self, host: &Host) {
+        match self.new_client_for_host(&host.api_host, host.skip_verify) {
+            Ok(c) => *host.client.lock().unwrap_or_else(|p| p.into_inner()) = c,
+            Err(e) => tracing::debug!(registry = %host.registry, "no fresh client: {e}"),
+        }
+    }
+
+    /// [`Transport::fresh_connections`] for a registry by name.
+    pub(crate) fn fresh_connections_to(&self, registry: &str) {
+        if let Ok(host) = self.host(registry) {
+            self.fresh_connections(&host);
+        }
+    }
+
+    /// How long to wait before retry number `attempt + 1`: what the server's
+    /// `Retry-After` asked (capped at 30 s), else exponential with jitter.
+    pub(crate) fn backoff_delay(&self, attempt: u32, asked: Option<Duration>) -> Duration {
         let base = self.inner.retry_base_delay.saturating_mul(1 << attempt.min(6));
         let jitter_ms = {
             let nanos = std::time::SystemTime::now()
@@ -391,7 +417,12 @@ impl Transport {
             let half = (self.inner.retry_base_delay.as_millis() as u32 / 2).max(1);
             u64::from(nanos % half)
         };
-        let delay = asked.unwrap_or(base + Duration::from_millis(jitter_ms)).min(Duration::from_secs(30));
+        asked.unwrap_or(base + Duration::from_millis(jitter_ms)).min(Duration::from_secs(30))
+    }
+
+    /// Sleep [`Transport::backoff_delay`].
+    pub(crate) async fn backoff(&self, attempt: u32, asked: Option<Duration>) {
+        let delay = self.backoff_delay(attempt, asked);
         tracing::debug!(?delay, attempt, "retrying registry request");
         tokio::time::sleep(delay).await;
     }
@@ -418,7 +449,7 @@ impl Transport {
         let mut extra_scopes: Vec<String> = Vec::new();
         loop {
             let auth = self.inner.auth.authorize(self, op, &host, scope, &extra_scopes).await?;
-            let mut rb = host.client.request(req.method.clone(), &url).headers(req.headers.clone());
+            let mut rb = host.client().request(req.method.clone(), &url).headers(req.headers.clone());
             if let Some(h) = &auth.header {
                 rb = rb.header(AUTHORIZATION, h.clone());
             }
@@ -429,6 +460,8 @@ impl Transport {
                 Ok(r) => r,
                 Err(e) => {
                     let f = NetFailure::classify(&e);
+                    // The next request goes out on a connection made after this failure.
+                    self.fresh_connections(&host);
                     if f.retryable() && req.retry_on_connection_error && attempt + 1 < self.inner.max_attempts {
                         self.backoff(attempt, None).await;
                         attempt += 1;
@@ -489,7 +522,7 @@ impl Transport {
             }
             if req.retry_on_status && self.retryable_status(status) && attempt + 1 < self.inner.max_attempts {
                 tracing::debug!(registry = %host.registry, target = %req.describe(), %status, "retrying");
-                self.backoff(attempt, Some(&resp)).await;
+                self.backoff(attempt, retry_after(resp.headers())).await;
                 attempt += 1;
                 continue;
             }
@@ -544,6 +577,15 @@ impl Transport {
             detail: String::new(),
         })
     }
+}
+
+/// A `Retry-After` in seconds (the HTTP-date form is not used by registries).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(30)))
 }
 
 fn challenge_of(headers: &HeaderMap) -> Option<Challenge> {
