@@ -1,11 +1,19 @@
 //! The scheduler: cache keys, cache lookups and concurrent execution.
 //!
-//! Every node of the targets' closure becomes one shared future that waits for its
-//! inputs, computes its cache key — blake3 over the node id, the inputs' cache keys and
-//! the content the worker reports for it (e.g. the COPY-selected context files) — and
-//! either reuses the cached output or runs the step, holding one of `jobs` permits only
-//! while it runs. Identical nodes are one node, so they run once. The first failure
-//! sets the cancel flag every running step watches.
+//! Every node of the targets' closure becomes two shared futures:
+//!
+//! - *solved*: waits for its inputs to be solved, computes its cache key — blake3 over
+//!   the node id, the inputs' cache keys and the content the worker reports for it
+//!   (e.g. the COPY-selected context files) — and either reuses a cached output (local,
+//!   or imported with `--cache-from`) or runs the step;
+//! - *local*: the solved output with its files on this machine. An imported output's
+//!   layers are only blobs until a step that runs on them (or the caller) asks for this:
+//!   then the worker downloads and verifies them; a record it cannot trust is refused
+//!   and the step runs after all.
+//!
+//! A step runs on its inputs' *local* outputs, holding one of `jobs` permits only while
+//! it runs. Identical nodes are one node, so they run once. The first failure sets the
+//! cancel flag every running step watches.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +21,7 @@ use std::time::Instant;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use crate::cache::{CacheIndex, CacheRecord};
+use crate::cache::{CacheIndex, CacheRecord, Origin};
 use crate::graph::{Graph, NodeId, Op};
 use crate::progress::{ProgressEvent, ProgressSink};
 use crate::worker::{Output, Solved, StepContext, Worker, WorkerError};
@@ -55,6 +63,12 @@ pub struct Scheduler<W: Worker> {
     cancel_tx: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
+/// The futures of every node of a solve.
+struct Futures {
+    solved: HashMap<NodeId, NodeFuture>,
+    local: HashMap<NodeId, NodeFuture>,
+}
+
 impl<W: Worker> Scheduler<W> {
     pub fn new(worker: Arc<W>, cache: CacheIndex, options: SolveOptions, progress: ProgressSink) -> Self {
         let (tx, _rx) = tokio::sync::watch::channel(false);
@@ -66,11 +80,22 @@ impl<W: Worker> Scheduler<W> {
         self.cancel_tx.clone()
     }
 
-    /// Solve the targets; returns every solved node of their closure.
+    /// Solve the targets; returns every solved node of their closure. With `local`, the
+    /// targets' outputs are brought onto this machine too (an imported one materialized).
     pub async fn solve(
         &self,
         graph: Arc<Graph>,
         targets: &[NodeId],
+    ) -> Result<HashMap<NodeId, Arc<Solved>>, Arc<SolveError>> {
+        self.solve_with(graph, targets, false).await
+    }
+
+    /// [`Scheduler::solve`], choosing whether the targets must be local.
+    pub async fn solve_with(
+        &self,
+        graph: Arc<Graph>,
+        targets: &[NodeId],
+        local_targets: bool,
     ) -> Result<HashMap<NodeId, Arc<Solved>>, Arc<SolveError>> {
         let mut order = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -82,29 +107,45 @@ impl<W: Worker> Scheduler<W> {
             }
         }
         let permits = Arc::new(tokio::sync::Semaphore::new(self.options.jobs.max(1)));
-        let mut futures: HashMap<NodeId, NodeFuture> = HashMap::new();
+        let mut f = Futures { solved: HashMap::new(), local: HashMap::new() };
         for id in &order {
             let node = graph.get(id).expect("closure nodes exist").clone();
-            let inputs: Vec<NodeFuture> = node.inputs.iter().map(|i| futures[i].clone()).collect();
-            let ctx = NodeRun {
+            let solved_inputs: Vec<NodeFuture> = node.inputs.iter().map(|i| f.solved[i].clone()).collect();
+            let local_inputs: Vec<NodeFuture> = node.inputs.iter().map(|i| f.local[i].clone()).collect();
+            let ctx = Arc::new(NodeRun {
                 id: *id,
+                node,
                 worker: self.worker.clone(),
                 cache: self.cache.clone(),
                 options: self.options.clone(),
                 progress: self.progress.clone(),
                 cancel_tx: self.cancel_tx.clone(),
                 permits: permits.clone(),
+                local_inputs,
+            });
+            let solved = {
+                let ctx = ctx.clone();
+                async move { ctx.solve(solved_inputs).await }.boxed().shared()
             };
-            let fut = async move { ctx.run(node, inputs).await }.boxed().shared();
-            futures.insert(*id, fut);
+            let local = {
+                let solved = solved.clone();
+                async move { ctx.localize(solved).await }.boxed().shared()
+            };
+            f.solved.insert(*id, solved);
+            f.local.insert(*id, local);
         }
-        // Drive every node concurrently (each in its own task, so steps run in parallel).
-        let handles: Vec<_> = order.iter().map(|id| (*id, tokio::spawn(futures[id].clone()))).collect();
+        // Drive every node concurrently (each in its own task, so steps run in parallel):
+        // the solved futures of all, and the local ones of the targets when asked.
+        let mut handles: Vec<_> = order.iter().map(|id| (*id, tokio::spawn(f.solved[id].clone()))).collect();
+        if local_targets {
+            handles.extend(targets.iter().map(|id| (*id, tokio::spawn(f.local[id].clone()))));
+        }
         let mut out = HashMap::new();
         let mut first_err: Option<Arc<SolveError>> = None;
         for (id, h) in handles {
             match h.await {
                 Ok(Ok(s)) => {
+                    // A target made local replaces its solved (possibly imported) form.
                     out.insert(id, s);
                 }
                 Ok(Err(e)) => {
@@ -129,82 +170,135 @@ impl<W: Worker> Scheduler<W> {
 
 struct NodeRun<W: Worker> {
     id: NodeId,
+    node: crate::graph::Node,
     worker: Arc<W>,
     cache: CacheIndex,
     options: SolveOptions,
     progress: ProgressSink,
     cancel_tx: Arc<tokio::sync::watch::Sender<bool>>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// The inputs' local futures (what a run of this step needs).
+    local_inputs: Vec<NodeFuture>,
 }
 
 impl<W: Worker> NodeRun<W> {
-    async fn run(self, node: crate::graph::Node, inputs: Vec<NodeFuture>) -> Result<Arc<Solved>, Arc<SolveError>> {
+    fn name(&self) -> String {
+        self.node.names.first().cloned().unwrap_or_else(|| self.id.short())
+    }
+
+    fn fail(&self, error: WorkerError) -> Arc<SolveError> {
+        let _ = self.cancel_tx.send(true);
+        Arc::new(SolveError { step: self.name(), error })
+    }
+
+    fn cancelled(&self) -> Option<Arc<SolveError>> {
+        (*self.cancel_tx.borrow()).then(|| Arc::new(SolveError { step: self.name(), error: WorkerError::Cancelled }))
+    }
+
+    /// The node's key, and its output from the cache or from running it.
+    async fn solve(&self, inputs: Vec<NodeFuture>) -> Result<Arc<Solved>, Arc<SolveError>> {
         let mut solved_inputs = Vec::with_capacity(inputs.len());
         for f in inputs {
             solved_inputs.push(f.await?);
         }
-        let name = node.names.first().cloned().unwrap_or_else(|| self.id.short());
-        let fail = |error: WorkerError| {
-            let _ = self.cancel_tx.send(true);
-            Arc::new(SolveError { step: name.clone(), error })
-        };
-        if *self.cancel_tx.borrow() {
-            return Err(Arc::new(SolveError { step: name.clone(), error: WorkerError::Cancelled }));
+        if let Some(e) = self.cancelled() {
+            return Err(e);
         }
         // Sources that need no work.
-        match &node.op {
+        match &self.node.op {
             Op::Local { name: local } => {
                 return Ok(Arc::new(Solved {
                     output: Output::Local(local.clone()),
                     cache_key: self.id.0,
                     cached: true,
+                    imported: None,
                 }));
             }
             Op::Scratch => {
-                return Ok(Arc::new(Solved { output: Output::Layers(Vec::new()), cache_key: self.id.0, cached: true }));
+                return Ok(Arc::new(Solved {
+                    output: Output::Layers(Vec::new()),
+                    cache_key: self.id.0,
+                    cached: true,
+                    imported: None,
+                }));
             }
             _ => {}
         }
-        let content = self.worker.content_key(&node, &solved_inputs).await.map_err(&fail)?;
-        let mut h = blake3::Hasher::new();
-        h.update(b"strata-cache-v2\0");
-        h.update(&self.id.0);
-        for i in &solved_inputs {
-            h.update(&i.cache_key);
-        }
-        if let Some(c) = content {
-            h.update(&c);
-        }
-        let key = *h.finalize().as_bytes();
+        let content = self.worker.content_key(&self.node, &solved_inputs).await.map_err(|e| self.fail(e))?;
+        let key = cache_key(&self.id, solved_inputs.iter().map(|i| &i.cache_key), content.as_ref());
 
-        let is_source = matches!(node.op, Op::Image { .. });
+        let is_source = matches!(self.node.op, Op::Image { .. });
         let bypass = !is_source
             && (self.options.no_cache
-                || node.stages.iter().any(|s| self.options.no_cache_filter.iter().any(|f| f.eq_ignore_ascii_case(s))));
+                || self
+                    .node
+                    .stages
+                    .iter()
+                    .any(|s| self.options.no_cache_filter.iter().any(|f| f.eq_ignore_ascii_case(s))));
         if !bypass {
-            if let Some(rec) = self.cache.get(&key) {
+            if let Some((rec, origin)) = self.cache.lookup(&key) {
                 if self.worker.output_valid(&rec.output) {
+                    let imported = match origin {
+                        Origin::Local => None,
+                        Origin::Imported(from) => Some(from),
+                    };
                     if !is_source {
-                        self.progress.send(ProgressEvent::Cached { vertex: self.id.to_string(), name: name.clone() });
+                        self.progress.send(ProgressEvent::Cached { vertex: self.id.to_string(), name: self.name() });
                     }
-                    return Ok(Arc::new(Solved { output: rec.output, cache_key: key, cached: true }));
+                    return Ok(Arc::new(Solved { output: rec.output, cache_key: key, cached: true, imported }));
                 }
             }
         }
+        self.execute(key).await
+    }
 
-        let _permit = self.permits.acquire().await.map_err(|e| fail(WorkerError::other(e)))?;
-        if *self.cancel_tx.borrow() {
-            return Err(Arc::new(SolveError { step: name.clone(), error: WorkerError::Cancelled }));
+    /// The solved output with its files here: an imported one is materialized, or
+    /// refused and run.
+    async fn localize(&self, solved: NodeFuture) -> Result<Arc<Solved>, Arc<SolveError>> {
+        let s = solved.await?;
+        let Some(from) = &s.imported else { return Ok(s) };
+        let ctx = self.step_context();
+        match self.worker.materialize(&s.output, &ctx).await {
+            Ok(()) => Ok(s),
+            Err(WorkerError::UntrustedCache(why)) => {
+                self.progress.send(ProgressEvent::Warning {
+                    message: format!(
+                        "warning: {}: the record imported from {from} was refused ({why}); running the step",
+                        self.name()
+                    ),
+                });
+                self.execute(s.cache_key).await
+            }
+            Err(WorkerError::Cancelled) => {
+                Err(Arc::new(SolveError { step: self.name(), error: WorkerError::Cancelled }))
+            }
+            Err(e) => Err(self.fail(e)),
         }
-        let started = Instant::now();
-        self.progress.send(ProgressEvent::Started { vertex: self.id.to_string(), name: name.clone() });
-        let ctx = StepContext {
-            name: name.clone(),
+    }
+
+    fn step_context(&self) -> StepContext {
+        StepContext {
+            name: self.name(),
             progress: self.progress.clone(),
             vertex: self.id,
             cancel: self.cancel_tx.subscribe(),
-        };
-        match self.worker.run(self.id, &node, &solved_inputs, ctx).await {
+        }
+    }
+
+    /// Run the step on its inputs' local outputs and record the result under `key`.
+    async fn execute(&self, key: [u8; 32]) -> Result<Arc<Solved>, Arc<SolveError>> {
+        let mut inputs = Vec::with_capacity(self.local_inputs.len());
+        for f in &self.local_inputs {
+            inputs.push(f.clone().await?);
+        }
+        let name = self.name();
+        let _permit = self.permits.acquire().await.map_err(|e| self.fail(WorkerError::other(e)))?;
+        if let Some(e) = self.cancelled() {
+            return Err(e);
+        }
+        let started = Instant::now();
+        self.progress.send(ProgressEvent::Started { vertex: self.id.to_string(), name: name.clone() });
+        match self.worker.run(self.id, &self.node, &inputs, self.step_context()).await {
             Ok(output) => {
                 self.progress.send(ProgressEvent::Done {
                     vertex: self.id.to_string(),
@@ -220,7 +314,7 @@ impl<W: Worker> NodeRun<W> {
                 {
                     tracing::warn!("could not record {name} in the cache index: {e}");
                 }
-                Ok(Arc::new(Solved { output, cache_key: key, cached: false }))
+                Ok(Arc::new(Solved { output, cache_key: key, cached: false, imported: None }))
             }
             Err(WorkerError::Cancelled) => Err(Arc::new(SolveError { step: name, error: WorkerError::Cancelled })),
             Err(e) => {
@@ -229,8 +323,29 @@ impl<W: Worker> NodeRun<W> {
                     name: name.clone(),
                     error: e.to_string(),
                 });
-                Err(fail(e))
+                Err(self.fail(e))
             }
         }
     }
+}
+
+/// A node's cache key: blake3 over a version tag, the node id (its definition and its
+/// inputs' ids), the inputs' cache keys, and the content it reads that the graph does
+/// not name. Machine-independent: the same inputs give the same key on any runner,
+/// which is what lets a cache travel.
+pub fn cache_key<'a>(
+    id: &NodeId,
+    input_keys: impl Iterator<Item = &'a [u8; 32]>,
+    content: Option<&[u8; 32]>,
+) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"strata-cache-v2\0");
+    h.update(&id.0);
+    for k in input_keys {
+        h.update(k);
+    }
+    if let Some(c) = content {
+        h.update(c);
+    }
+    *h.finalize().as_bytes()
 }

@@ -36,6 +36,9 @@ pub struct Solved {
     pub output: Output,
     pub cache_key: [u8; 32],
     pub cached: bool,
+    /// Found in an imported cache (`--cache-from`): its layers may exist only as blobs
+    /// until [`Worker::materialize`] brings them in.
+    pub imported: Option<String>,
 }
 
 /// What a step may need besides its inputs.
@@ -56,6 +59,10 @@ pub enum WorkerError {
     StepFailed { message: String, exit_code: Option<i32>, last_lines: Vec<String> },
     #[error("cancelled")]
     Cancelled,
+    /// An imported cache record could not be trusted (a blob that does not match its
+    /// digest or diff_id): the step runs instead.
+    #[error("{0}")]
+    UntrustedCache(String),
     #[error("{0}")]
     Other(String),
 }
@@ -83,6 +90,13 @@ pub trait Worker: Send + Sync + 'static {
         ctx: StepContext,
     ) -> Result<Output, WorkerError>;
 
-    /// Is a cached output still usable (its snapshots present)?
+    /// Is a cached output still usable (its snapshots present, or, for an imported
+    /// record, its blobs known)?
     fn output_valid(&self, output: &Output) -> bool;
+
+    /// Make an imported output's layers local snapshots (download, verify, unpack), for
+    /// a step that runs on them. [`WorkerError::UntrustedCache`] refuses the record.
+    async fn materialize(&self, _output: &Output, _ctx: &StepContext) -> Result<(), WorkerError> {
+        Ok(())
+    }
 }

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use strata_solver::cache::CacheIndex;
+use strata_solver::cache::{CacheIndex, CacheRecord};
 use strata_solver::graph::{ExecOp, Graph, NetworkMode, Node, NodeId, Op};
 use strata_solver::progress::ProgressSink;
-use strata_solver::scheduler::{Scheduler, SolveOptions};
+use strata_solver::scheduler::{cache_key, Scheduler, SolveOptions};
 use strata_solver::worker::{LayerId, Output, Solved, StepContext, Worker, WorkerError};
 
 /// Runs nothing: each run makes a new layer named after the step and a counter, after
@@ -27,6 +27,10 @@ struct FakeWorker {
     /// Labels whose run fails.
     failing: Mutex<Vec<String>>,
     delay: Duration,
+    /// Labels whose imported output was made local.
+    materialized: Mutex<Vec<String>>,
+    /// Labels whose imported output cannot be trusted.
+    untrusted: Mutex<Vec<String>>,
 }
 
 impl FakeWorker {
@@ -68,6 +72,14 @@ impl Worker for FakeWorker {
 
     fn output_valid(&self, _output: &Output) -> bool {
         true
+    }
+
+    async fn materialize(&self, _output: &Output, ctx: &StepContext) -> Result<(), WorkerError> {
+        self.materialized.lock().unwrap().push(ctx.name.clone());
+        if self.untrusted.lock().unwrap().contains(&ctx.name) {
+            return Err(WorkerError::UntrustedCache(format!("{} does not match its digest", ctx.name)));
+        }
+        Ok(())
     }
 }
 
@@ -217,4 +229,85 @@ async fn a_failure_cancels_the_rest_and_names_the_step() {
     let before = worker.runs().len();
     solve(&worker, &e, &g, &[t], opts()).await.unwrap();
     assert_eq!(worker.runs()[before..], ["run", "copy"]);
+}
+
+/// The keys of `chain`'s three nodes, as any machine computes them, with `copy` reading
+/// `content`.
+fn chain_keys(g: &Graph, content: &[u8]) -> HashMap<String, [u8; 32]> {
+    let id = |label: &str| *g.nodes.iter().find(|(_, n)| n.names[0] == label).unwrap().0;
+    let base = cache_key(&id("base"), std::iter::empty(), None);
+    let run = cache_key(&id("run"), [&base].into_iter(), None);
+    let copy = cache_key(&id("copy"), [&run].into_iter(), Some(blake3::hash(content).as_bytes()));
+    HashMap::from([("base".to_string(), base), ("run".to_string(), run), ("copy".to_string(), copy)])
+}
+
+fn imported(keys: &HashMap<String, [u8; 32]>, labels: &[&str]) -> HashMap<[u8; 32], (CacheRecord, String)> {
+    labels
+        .iter()
+        .map(|l| {
+            let rec = CacheRecord {
+                output: Output::Layers(vec![LayerId(format!("remote-{l}"))]),
+                name: l.to_string(),
+                created: 0,
+            };
+            (keys[*l], (rec, "registry.example/cache:1".to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn imported_records_stay_remote_unless_a_step_runs_on_them() {
+    let worker = Arc::new(FakeWorker::default());
+    worker.content.lock().unwrap().insert("copy".into(), b"v1".to_vec());
+    let e = env();
+    let (g, t) = chain("sha256:aa", "A=1");
+    let keys = chain_keys(&g, b"v1");
+    // Another runner's cache holds every step: nothing runs, nothing is downloaded.
+    let cache = e.cache.clone().with_imported(imported(&keys, &["base", "run", "copy"]));
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let s = Scheduler::new(worker.clone(), cache.clone(), opts(), ProgressSink::new(tx));
+    let solved = s.solve(Arc::new(g.clone()), &[t]).await.unwrap();
+    assert!(worker.runs().is_empty(), "{:?}", worker.runs());
+    assert!(worker.materialized.lock().unwrap().is_empty(), "lazy: nothing was needed here");
+    assert_eq!(solved[&t].imported.as_deref(), Some("registry.example/cache:1"));
+    assert_eq!(solved[&t].cache_key, keys["copy"], "the keys are the other runner's");
+
+    // The context changed: COPY runs, on its input made local (only that one).
+    worker.content.lock().unwrap().insert("copy".into(), b"v2".to_vec());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let s = Scheduler::new(worker.clone(), cache.clone(), opts(), ProgressSink::new(tx));
+    s.solve(Arc::new(g.clone()), &[t]).await.unwrap();
+    assert_eq!(worker.runs(), ["copy"]);
+    assert_eq!(*worker.materialized.lock().unwrap(), ["run"]);
+
+    // Asked for local targets (an output that writes files): the target is materialized.
+    worker.materialized.lock().unwrap().clear();
+    worker.content.lock().unwrap().insert("copy".into(), b"v1".to_vec());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let s = Scheduler::new(worker.clone(), cache, opts(), ProgressSink::new(tx));
+    s.solve_with(Arc::new(g), &[t], true).await.unwrap();
+    assert_eq!(*worker.materialized.lock().unwrap(), ["copy"]);
+}
+
+#[tokio::test]
+async fn an_imported_record_that_cannot_be_trusted_is_refused_and_the_step_runs() {
+    let worker = Arc::new(FakeWorker::default());
+    worker.content.lock().unwrap().insert("copy".into(), b"v2".to_vec());
+    worker.untrusted.lock().unwrap().push("run".into());
+    let e = env();
+    let (g, t) = chain("sha256:aa", "A=1");
+    let keys = chain_keys(&g, b"v1");
+    let cache = e.cache.clone().with_imported(imported(&keys, &["base", "run"]));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let s = Scheduler::new(worker.clone(), cache, opts(), ProgressSink::new(tx));
+    s.solve(Arc::new(g), &[t]).await.unwrap();
+    // The run step's record was refused when COPY needed it: it ran, then COPY ran.
+    assert_eq!(worker.runs(), ["run", "copy"]);
+    let mut warned = false;
+    while let Ok(ev) = rx.try_recv() {
+        if let strata_solver::progress::ProgressEvent::Warning { message } = ev {
+            warned |= message.contains("was refused") && message.contains("registry.example/cache:1");
+        }
+    }
+    assert!(warned, "the refusal is reported");
 }
