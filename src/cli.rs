@@ -206,10 +206,12 @@ pub struct BuildArgs {
     /// Output destination (type=image|oci|docker|local|tar|registry,dest=...)
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
-    /// External cache sources (not supported yet)
+    /// Import a build cache: REF, type=registry,ref=REF or type=local,src=DIR[,tag=T]
+    /// (repeatable; only manifests are read, layers are fetched when needed)
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
-    /// Cache export destinations (not supported yet)
+    /// Export the build cache: type=registry,ref=REF | type=local,dest=DIR[,reset=true] |
+    /// type=inline, with mode=min|max, mounts=true (cache mounts too), ignore-error=true
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
     /// Secret to expose to the build (id=mysecret[,src=/local/secret|env=VAR])

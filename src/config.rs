@@ -16,6 +16,10 @@
 //!
 //! [storage]
 //! keep = "20GB"   # after each build, prune what no image holds beyond this
+//!
+//! [cache]         # used when the command line gives no --cache-from / --cache-to
+//! from = ["type=registry,ref=registry.lan/app:buildcache"]
+//! to = ["type=registry,ref=registry.lan/app:buildcache,mode=max"]
 //! ```
 
 use std::collections::BTreeMap;
@@ -35,6 +39,19 @@ pub struct Settings {
     pub registry: RegistrySettings,
     #[serde(default)]
     pub storage: StorageSettings,
+    #[serde(default)]
+    pub cache: CacheSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// `--cache-from` specs used when the command line gives none.
+    #[serde(default)]
+    pub from: Vec<String>,
+    /// `--cache-to` specs used when the command line gives none.
+    #[serde(default)]
+    pub to: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -77,6 +94,14 @@ impl Settings {
             crate::units::parse_size(keep)
                 .map_err(|e| Failure::usage(format!("error: {}: storage.keep: {e}", path.display())))?;
         }
+        for spec in &s.cache.from {
+            crate::cache::spec::parse_import(spec)
+                .map_err(|e| Failure::usage(format!("error: {}: cache.from {spec:?}: {e}", path.display())))?;
+        }
+        for spec in &s.cache.to {
+            crate::cache::spec::parse_export(spec)
+                .map_err(|e| Failure::usage(format!("error: {}: cache.to {spec:?}: {e}", path.display())))?;
+        }
         if s.jobs == Some(0) {
             return Err(Failure::usage(format!("error: {}: jobs must be at least 1", path.display())));
         }
@@ -92,6 +117,12 @@ impl Settings {
         self.registry.ca_files.extend(other.registry.ca_files);
         self.registry.mirrors.extend(other.registry.mirrors);
         self.storage.keep = other.storage.keep.or(self.storage.keep);
+        if !other.cache.from.is_empty() {
+            self.cache.from = other.cache.from;
+        }
+        if !other.cache.to.is_empty() {
+            self.cache.to = other.cache.to;
+        }
         self
     }
 }
@@ -156,6 +187,8 @@ mod tests {
         assert!(e.message.contains("mirors"), "{}", e.message);
         let e = Settings::parse(Path::new("s.toml"), "[storage]\nkeep = \"lots\"\n").unwrap_err();
         assert!(e.message.contains("storage.keep"), "{}", e.message);
+        let e = Settings::parse(Path::new("s.toml"), "[cache]\nto = [\"type=gha\"]\n").unwrap_err();
+        assert!(e.message.contains("s.toml: cache.to \"type=gha\": type=gha is not supported"), "{}", e.message);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The `strata` command: a thin binary over the strata libraries.
 //!
 //! `cli` holds the clap definitions; `build` runs a build from flags to outputs;
-//! `resolve` brings base images in; `outputs` writes results; `housekeeping` is
+//! `resolve` brings base images in; `outputs` writes results; `cache` carries the
+//! build cache between machines; `housekeeping` is
 //! images/tag/rm/inspect/du; `prune` sweeps the store; `progress` and `tty` print
 //! what happens.
 
 mod annotations;
 mod build;
+mod cache;
 mod cli;
 mod config;
 mod created;

@@ -66,6 +66,9 @@ pub struct ExportRequest<'a> {
     pub images: Vec<PlatformImage>,
     pub epoch: Option<i64>,
     pub progress: ProgressSink,
+    /// `--cache-to type=inline`: the solved build, whose records go into each image's
+    /// config.
+    pub inline_cache: Option<&'a crate::cache::export::SolvedGraph>,
 }
 
 pub struct Exported {
@@ -142,15 +145,19 @@ fn export_options(
     Ok(o)
 }
 
+/// The layers of an image: a base or imported layer by its blob (which may be only in
+/// a registry until pushed), a layer a step made by its snapshot.
 fn layer_inputs(worker: &LocalWorker, layers: &[LayerId]) -> Vec<LayerInput> {
     let snaps = worker.snapshots();
     layers
         .iter()
         .map(|l| {
-            let source = std::fs::read(snaps.meta_path(l, "source.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<LayerSource>(&b).ok())
-                .map(|s| LayerBlob { digest: s.digest, diff_id: s.diff_id, size: s.size, media_type: s.media_type });
+            let source = worker.layer_source(l).map(|s| LayerBlob {
+                digest: s.digest,
+                diff_id: s.diff_id,
+                size: s.size,
+                media_type: s.media_type,
+            });
             LayerInput { dir: snaps.layer_dir(l), meta_dir: snaps.root().join(&l.0), source }
         })
         .collect()
@@ -231,11 +238,27 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     let started = std::time::Instant::now();
     let annotations = annotations_of(args, &specs)?;
     let mut built = Vec::with_capacity(req.images.len());
-    for image in &req.images {
+    for (i, image) in req.images.iter().enumerate() {
         let inputs = layer_inputs(req.worker, &image.layers);
         let mut opts = opts.clone();
         opts.annotations = annotations.manifest(&image.config.platform());
-        let (store, config) = (req.store.clone(), image.config.clone());
+        let (store, mut config) = (req.store.clone(), image.config.clone());
+        if let Some(solved) = req.inline_cache {
+            // The records index the image's own layers: which are empty is known once
+            // they are written (build_image then finds them written).
+            let (store, inputs, opts) = (store.clone(), inputs.clone(), opts.clone());
+            let blobs = tokio::task::spawn_blocking(move || {
+                inputs
+                    .iter()
+                    .map(|l| strata_exporter::image::ensure_layer(&store, l, &opts))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(|e| Failure::build(format!("error: exporting: {e}")))?
+            .map_err(|e| Failure::build(format!("error: exporting the image: {e}")))?;
+            let doc = crate::cache::export::inline_document(solved, i, &image.layers, &blobs);
+            config.inline_cache = Some(serde_json::from_slice(&doc.to_bytes()).unwrap_or_default());
+        }
         let one = tokio::task::spawn_blocking(move || build_image(&store, config, &inputs, &opts))
             .await
             .map_err(|e| Failure::build(format!("error: exporting: {e}")))?
@@ -342,6 +365,10 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
     }
     req.progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
     if !push_to.is_empty() {
+        for image in &req.images {
+            let sources: Vec<LayerSource> = image.layers.iter().filter_map(|l| req.worker.layer_source(l)).collect();
+            crate::cache::export::fetch_unplaced(req.worker, req.store, &sources).await.map_err(Failure::build)?;
+        }
         let client =
             RegistryClient::new(crate::registry_options(req.cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
         for target in &push_to {
@@ -489,7 +516,7 @@ fn short_digest(d: &Digest) -> String {
 /// Push `image` from `store` to `target`, reporting progress as a step of its own:
 /// per-blob transfer lines (`#N pushing sha256:… 1.2MB / 3.4MB`), skips, mounts and
 /// manifests.
-async fn push_image_to(
+pub(crate) async fn push_image_to(
     client: &RegistryClient,
     store: &BlobStore,
     image: &Descriptor,

@@ -59,6 +59,7 @@ pub async fn print(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>)
     let start = Instant::now();
     let mut numbers: HashMap<String, usize> = HashMap::new();
     let mut summary = Summary::default();
+    let mut cached: std::collections::HashSet<String> = Default::default();
     // Warnings wait until the live view's last frame, or it would draw over them.
     let mut warnings: Vec<String> = Vec::new();
     let mut tty = if mode == ProgressMode::Tty { Some(crate::tty::TtyView::new()) } else { None };
@@ -80,8 +81,17 @@ pub async fn print(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>)
         };
         let Some(ev) = next else { break };
         match &ev {
-            ProgressEvent::Cached { name, .. } if is_step(name) => summary.cached += 1,
-            ProgressEvent::Done { name, .. } if is_step(name) => summary.ran += 1,
+            ProgressEvent::Cached { name, vertex } if is_step(name) => {
+                summary.cached += 1;
+                cached.insert(vertex.clone());
+            }
+            ProgressEvent::Done { name, vertex, .. } if is_step(name) => {
+                summary.ran += 1;
+                // An imported record refused after all: the step ran.
+                if cached.remove(vertex) {
+                    summary.cached -= 1;
+                }
+            }
             ProgressEvent::Failed { name, .. } if is_step(name) => summary.failed += 1,
             _ => {}
         }

@@ -122,9 +122,9 @@ fn unknown_flag_and_unsupported_flags_exit_2() {
     let root = tempfile::tempdir().unwrap();
     let o = strata(root.path(), &["build", "--no-such-flag", "."]);
     assert_eq!(o.status.code(), Some(2));
-    let o = strata(root.path(), &["build", "--cache-to", "type=local,dest=x", "."]);
+    let o = strata(root.path(), &["build", "--cache-to", "type=gha", "."]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("not supported yet"), "{}", text(&o));
+    assert!(text(&o).contains("type=gha is not supported by strata"), "{}", text(&o));
 }
 
 #[test]

@@ -39,7 +39,22 @@ pub struct WorkerConfig {
     pub ssh: HashMap<String, PathBuf>,
     pub patterns: PatternFactory,
     pub hostname: String,
+    /// Layers known only by their blobs (an imported cache): unpacked into snapshots
+    /// when a step runs on them.
+    pub remote_layers: HashMap<LayerId, LayerSource>,
+    /// Cache mount directories (by their name under `ROOT/cache-mounts`) to fill from a
+    /// layer blob before first use (`--cache-from` with mounts).
+    pub mount_seeds: HashMap<String, LayerSource>,
+    /// Brings a blob the store lacks into it (verified), from where the build knows it
+    /// lives; `None`: nothing can be fetched.
+    pub fetcher: Option<BlobFetcher>,
 }
+
+/// Fetches one blob into the store, verified against its digest.
+pub type BlobFetcher = Arc<dyn Fn(strata_oci::image::Descriptor) -> FetchFuture + Send + Sync>;
+
+/// What a [`BlobFetcher`] returns.
+pub type FetchFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 pub struct LocalWorker {
     cfg: WorkerConfig,
@@ -48,11 +63,35 @@ pub struct LocalWorker {
     stat_caches: Mutex<HashMap<String, Arc<StatCache>>>,
     unpack_lock: tokio::sync::Mutex<()>,
     layer_hook: std::sync::OnceLock<LayerHook>,
+    /// The cache mounts steps used: directory name → the mount's id.
+    used_mounts: Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+/// A cache mount a step of this build used.
+#[derive(Debug, Clone)]
+pub struct UsedCacheMount {
+    /// Its `id=` (the target when none was given).
+    pub id: String,
+    /// Its directory's name under `ROOT/cache-mounts` (the same on every machine).
+    pub name: String,
+    pub dir: PathBuf,
 }
 
 /// Told of each snapshot a step commits (the step, its new layer), as soon as it is
 /// committed: the build uses it to write image layers while later steps run.
 pub type LayerHook = Arc<dyn Fn(&NodeId, &LayerId) + Send + Sync>;
+
+/// The snapshot id of a layer unpacked from a blob: `i` and its diff_id, the same on
+/// every machine (an image's layer and the same layer from an imported cache are one).
+pub fn blob_layer_id(diff_id: &Digest) -> LayerId {
+    LayerId(format!("i{}", &diff_id.hex()[..31]))
+}
+
+/// The snapshot id of a layer whose diff is empty: what an imported record names for a
+/// step that changed nothing (its blob-less layer).
+pub fn empty_layer_id() -> LayerId {
+    LayerId("e0".into())
+}
 
 /// Remembered beside an image layer's snapshot: the blob it came from.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -85,6 +124,7 @@ impl LocalWorker {
             stat_caches: Mutex::new(stat_caches),
             unpack_lock: tokio::sync::Mutex::new(()),
             layer_hook: std::sync::OnceLock::new(),
+            used_mounts: Mutex::new(Default::default()),
         })
     }
 
@@ -95,6 +135,18 @@ impl LocalWorker {
 
     pub fn snapshots(&self) -> &Snapshots {
         &self.snapshots
+    }
+
+    /// The cache mounts the steps of this build used (`--cache-to ...,mounts=true`).
+    pub fn used_cache_mounts(&self) -> Vec<UsedCacheMount> {
+        let used = self.used_mounts.lock().expect("used mounts");
+        used.iter()
+            .map(|(name, id)| UsedCacheMount {
+                id: id.clone(),
+                name: name.clone(),
+                dir: self.cfg.root.join("cache-mounts").join(name),
+            })
+            .collect()
     }
 
     pub fn store(&self) -> &BlobStore {
@@ -160,53 +212,100 @@ impl LocalWorker {
             serde_json::from_slice(&self.store.read_blob(&manifest.config.digest).map_err(WorkerError::other)?)
                 .map_err(WorkerError::other)?;
         let mut out = Vec::new();
-        let _guard = self.unpack_lock.lock().await;
         for (i, layer) in manifest.layers.iter().enumerate() {
             let diff_id = config.rootfs.diff_ids.get(i).cloned();
-            let id = LayerId(format!(
-                "i{}",
-                &diff_id.as_ref().map(|d| d.hex().to_string()).unwrap_or_else(|| layer.digest.hex().to_string())[..31]
-            ));
+            let id = blob_layer_id(diff_id.as_ref().unwrap_or(&layer.digest));
             if !self.snapshots.exists(&id) {
-                ctx.progress.send(ProgressEvent::Status {
-                    vertex: ctx.vertex.to_string(),
-                    name: ctx.name.clone(),
-                    message: format!("unpacking {}", layer.digest),
-                });
-                let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
-                let blob_path = self.store.path(&layer.digest);
-                let media_type = layer.media_type.clone();
-                let upper = work.upper();
-                let verify = diff_id.clone();
-                let stats = tokio::task::spawn_blocking(move || {
-                    let mut f = std::fs::File::open(&blob_path)?;
-                    crate::unpack::unpack_layer(
-                        &mut f,
-                        Some(&media_type),
-                        &upper,
-                        &crate::unpack::UnpackOptions {
-                            allow_devices: rustix::process::geteuid().is_root(),
-                            verify_diff_id: verify,
-                        },
-                    )
-                    .map_err(std::io::Error::other)
-                })
-                .await
-                .map_err(WorkerError::other)?
-                .map_err(|e| WorkerError::Other(format!("unpacking layer {}: {e}", layer.digest)))?;
-                let src = LayerSource {
-                    digest: layer.digest.clone(),
-                    media_type: layer.media_type.clone(),
-                    size: layer.size,
-                    diff_id: stats.diff_id,
-                };
-                std::fs::write(work.dir.join("source.json"), serde_json::to_vec(&src).map_err(WorkerError::other)?)
-                    .map_err(werr("writing layer metadata"))?;
-                self.snapshots.commit(work, &id).map_err(werr("committing a snapshot"))?;
+                self.unpack_snapshot(&id, layer, diff_id, ctx).await.map_err(WorkerError::Other)?;
             }
             out.push(id);
         }
         Ok(Output::Layers(out))
+    }
+
+    /// Unpack the blob `layer` (which must be in the store) into the snapshot `id`,
+    /// checking its diff_id when known, and remember where it came from.
+    async fn unpack_snapshot(
+        &self,
+        id: &LayerId,
+        layer: &strata_oci::image::Descriptor,
+        diff_id: Option<Digest>,
+        ctx: &StepContext,
+    ) -> Result<(), String> {
+        let _guard = self.unpack_lock.lock().await;
+        if self.snapshots.exists(id) {
+            return Ok(());
+        }
+        ctx.progress.send(ProgressEvent::Status {
+            vertex: ctx.vertex.to_string(),
+            name: ctx.name.clone(),
+            message: format!("unpacking {}", layer.digest),
+        });
+        let work = self.snapshots.new_work().map_err(|e| format!("creating a snapshot: {e}"))?;
+        let blob_path = self.store.path(&layer.digest);
+        let media_type = layer.media_type.clone();
+        let upper = work.upper();
+        let verify = diff_id.clone();
+        let stats = tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::File::open(&blob_path)?;
+            crate::unpack::unpack_layer(
+                &mut f,
+                Some(&media_type),
+                &upper,
+                &crate::unpack::UnpackOptions {
+                    allow_devices: rustix::process::geteuid().is_root(),
+                    verify_diff_id: verify,
+                },
+            )
+            .map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("unpacking layer {}: {e}", layer.digest))?;
+        let src = LayerSource {
+            digest: layer.digest.clone(),
+            media_type: layer.media_type.clone(),
+            size: layer.size,
+            diff_id: stats.diff_id,
+        };
+        let json = serde_json::to_vec(&src).map_err(|e| e.to_string())?;
+        std::fs::write(work.dir.join("source.json"), json).map_err(|e| format!("writing layer metadata: {e}"))?;
+        self.snapshots.commit(work, id).map_err(|e| format!("committing a snapshot: {e}"))
+    }
+
+    /// Where the blob of layer `id` is: beside its snapshot (an unpacked blob), or in
+    /// the imported cache. `None` for a layer a step made (its blob is written from
+    /// its snapshot).
+    pub fn layer_source(&self, id: &LayerId) -> Option<LayerSource> {
+        std::fs::read(self.snapshots.meta_path(id, "source.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LayerSource>(&b).ok())
+            .or_else(|| self.cfg.remote_layers.get(id).cloned())
+    }
+
+    /// Bring the blob of `layer` into the store if it is not there.
+    pub async fn ensure_blob(&self, layer: &LayerSource) -> Result<(), String> {
+        if self.store.contains(&layer.digest) {
+            return Ok(());
+        }
+        let Some(fetch) = &self.cfg.fetcher else {
+            return Err(format!("blob {} is not in the store and nothing can fetch it", layer.digest));
+        };
+        fetch(strata_oci::image::Descriptor::new(layer.media_type.clone(), layer.digest.clone(), layer.size)).await
+    }
+
+    /// The blobs of every imported layer of `layers` in the store (an output that
+    /// writes them, e.g. an OCI layout).
+    pub async fn ensure_blobs(&self, layers: &[LayerId]) -> Result<(), String> {
+        for id in layers {
+            if self.snapshots.exists(id) {
+                continue;
+            }
+            if let Some(remote) = self.cfg.remote_layers.get(id) {
+                self.ensure_blob(remote).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn run_exec(
@@ -284,13 +383,19 @@ impl LocalWorker {
                         key.update(&solved.cache_key);
                         key.update(source.as_bytes());
                     }
-                    let dir = self.cfg.root.join("cache-mounts").join(&key.finalize().to_hex()[..32]);
+                    let name = key.finalize().to_hex()[..32].to_string();
+                    let dir = self.cfg.root.join("cache-mounts").join(&name);
+                    self.used_mounts.lock().expect("used mounts").insert(name.clone(), cid.clone());
                     if !dir.exists() {
                         let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
                         let _ = crate::remove::remove_tree(&tmp);
                         std::fs::create_dir_all(&tmp).map_err(werr("creating a cache mount"))?;
                         if let Some((solved, source)) = &seed {
                             self.seed_cache_mount(solved, source, &tmp, &work.dir.join(format!("c{mi}"))).await?;
+                        }
+                        if let Some(layer) = self.cfg.mount_seeds.get(&name) {
+                            // Exported by another build (`--cache-to ...,mounts=true`).
+                            self.restore_cache_mount(layer, &tmp, &ctx).await?;
                         }
                         std::os::unix::fs::chown(&tmp, Some(*uid), Some(*gid))
                             .map_err(werr("chown of a cache mount"))?;
@@ -553,6 +658,39 @@ impl LocalWorker {
         self.finish_layer(id, work, base)
     }
 
+    /// Fill the new cache mount directory `into` with an exported mount's layer.
+    async fn restore_cache_mount(
+        &self,
+        layer: &LayerSource,
+        into: &Path,
+        ctx: &StepContext,
+    ) -> Result<(), WorkerError> {
+        self.ensure_blob(layer)
+            .await
+            .map_err(|e| WorkerError::Other(format!("restoring a cache mount from {}: {e}", layer.digest)))?;
+        ctx.progress.send(ProgressEvent::Status {
+            vertex: ctx.vertex.to_string(),
+            name: ctx.name.clone(),
+            message: format!("restoring a cache mount from {}", layer.digest),
+        });
+        let (blob, media_type, into, diff_id) =
+            (self.store.path(&layer.digest), layer.media_type.clone(), into.to_path_buf(), layer.diff_id.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::File::open(&blob)?;
+            crate::unpack::unpack_layer(
+                &mut f,
+                Some(&media_type),
+                &into,
+                &crate::unpack::UnpackOptions { allow_devices: false, verify_diff_id: Some(diff_id) },
+            )
+            .map(|_| ())
+            .map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(WorkerError::other)?
+        .map_err(|e| WorkerError::Other(format!("restoring a cache mount from {}: {e}", layer.digest)))
+    }
+
     /// Fill the new cache mount directory `into` with what `source` names in `solved`
     /// (`RUN --mount=type=cache,from=STAGE,source=PATH`), read inside that file system.
     async fn seed_cache_mount(
@@ -733,6 +871,55 @@ impl Worker for LocalWorker {
     }
 
     fn output_valid(&self, output: &Output) -> bool {
-        output.layers().iter().all(|l| self.snapshots.exists(l))
+        output
+            .layers()
+            .iter()
+            .all(|l| self.snapshots.exists(l) || self.cfg.remote_layers.contains_key(l) || *l == empty_layer_id())
+    }
+
+    async fn materialize(&self, output: &Output, ctx: &StepContext) -> Result<(), WorkerError> {
+        for id in output.layers() {
+            if self.snapshots.exists(id) {
+                continue;
+            }
+            if *id == empty_layer_id() {
+                let work = self.snapshots.new_work().map_err(werr("creating a snapshot"))?;
+                if let Err(e) = self.snapshots.commit(work, id) {
+                    // Another build made it first.
+                    if !self.snapshots.exists(id) {
+                        return Err(WorkerError::Other(format!("committing the empty snapshot: {e}")));
+                    }
+                }
+                continue;
+            }
+            let Some(remote) = self.cfg.remote_layers.get(id) else {
+                return Err(WorkerError::UntrustedCache(format!(
+                    "layer {} is neither here nor in the imported cache",
+                    id.0
+                )));
+            };
+            // A blob that does not match its digest (download) or its diff_id (unpack)
+            // refuses the record; the step that made it runs here instead.
+            let fetched = !self.store.contains(&remote.digest);
+            if let Err(e) = self.ensure_blob(remote).await {
+                let named = e.contains(&remote.digest.to_string());
+                return Err(WorkerError::UntrustedCache(if named {
+                    e
+                } else {
+                    format!("blob {}: {e}", remote.digest)
+                }));
+            }
+            let desc =
+                strata_oci::image::Descriptor::new(remote.media_type.clone(), remote.digest.clone(), remote.size);
+            if let Err(e) = self.unpack_snapshot(id, &desc, Some(remote.diff_id.clone()), ctx).await {
+                // A blob fetched for this record is not kept: a later build fetches it
+                // anew (one that was already here belongs to something else).
+                if fetched {
+                    let _ = std::fs::remove_file(self.store.path(&remote.digest));
+                }
+                return Err(WorkerError::UntrustedCache(format!("blob {}: {e}", remote.digest)));
+            }
+        }
+        Ok(())
     }
 }

@@ -104,7 +104,8 @@ fn docker_media_type(oci: &str) -> String {
     }
 }
 
-fn oci_media_type(docker: &str) -> String {
+/// The OCI media type of a layer given either type.
+pub fn oci_media_type(docker: &str) -> String {
     match docker {
         media::DOCKER_LAYER_GZIP => media::OCI_LAYER_GZIP.into(),
         media::DOCKER_LAYER_TAR => media::OCI_LAYER_TAR.into(),

@@ -57,7 +57,8 @@ pub fn compress_blob(store: &BlobStore, plain: &Digest, c: Compression) -> Resul
     Ok((digest, size))
 }
 
-fn compressed_type(manifest_type: &str, c: Compression) -> &'static str {
+/// The media type of a layer compressed with `c` in a manifest of `manifest_type`.
+pub fn compressed_type(manifest_type: &str, c: Compression) -> &'static str {
     let docker = manifest_type == media::DOCKER_MANIFEST;
     match (c, docker) {
         (Compression::Gzip { .. }, true) => media::DOCKER_LAYER_GZIP,

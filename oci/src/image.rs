@@ -334,6 +334,10 @@ pub struct ImageConfig {
     pub rootfs: RootFs,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<History>,
+    /// A strata cache document carried in the image (`--cache-to type=inline`); never
+    /// inherited by an image built on this one.
+    #[serde(default, rename = "io.strata.cache.v1", skip_serializing_if = "Option::is_none")]
+    pub inline_cache: Option<serde_json::Value>,
 }
 
 impl ImageConfig {

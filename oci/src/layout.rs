@@ -344,7 +344,7 @@ impl OciLayout {
             return Ok(());
         }
         let path = self.blob_path(&desc.digest);
-        let mut f = match File::open(&path) {
+        let mut f = match open_regular(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(LayoutError::MissingBlob { dir: self.dir.clone(), digest: desc.digest.clone() })
@@ -361,7 +361,7 @@ impl OciLayout {
     }
 
     /// Read a small blob whole, checking its digest and size.
-    fn read_small_blob(&self, desc: &Descriptor, limit: u64) -> Result<Vec<u8>, LayoutError> {
+    pub fn read_small_blob(&self, desc: &Descriptor, limit: u64) -> Result<Vec<u8>, LayoutError> {
         let path = self.blob_path(&desc.digest);
         let bytes = match read_bounded(&path, limit) {
             Ok(b) => b,
@@ -402,13 +402,24 @@ impl OciLayout {
 
 /// Read a file of at most `limit` bytes.
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, LayoutError> {
-    let f = File::open(path).map_err(io_at(path))?;
+    let f = open_regular(path).map_err(io_at(path))?;
     let mut buf = Vec::new();
     f.take(limit + 1).read_to_end(&mut buf).map_err(io_at(path))?;
     if buf.len() as u64 > limit {
         return Err(LayoutError::FileTooLarge { path: path.to_path_buf(), limit });
     }
     Ok(buf)
+}
+
+/// Open a file of a layout for reading, refusing anything but a regular file: a FIFO
+/// planted in a layout would otherwise block the open (and the build) forever.
+fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = File::options().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    Ok(f)
 }
 
 fn unique() -> String {

@@ -9,8 +9,9 @@
 //! 4. the store, opened (its lock is held from here to the end: `strata_oci::store`);
 //! 5. [`inputs`]: local contexts with `.dockerignore`, named contexts, secrets, ssh;
 //! 6. [`lowering`]: base images resolved, one graph for every platform;
-//! 7. [`solving`]: the graph run or found in the cache;
-//! 8. the export (`crate::outputs`) and the report.
+//! 7. [`solving`]: the graph run or found in the cache — this store's, or one imported
+//!    with `--cache-from` (`crate::cache`, read while the base images resolve);
+//! 8. the export (`crate::outputs`), the cache export (`--cache-to`) and the report.
 //!
 //! Exit codes: 0 built; 1 the build failed — a Dockerfile error, a failed step, a
 //! missing file, an unreachable registry (as buildx); 2 the command line is wrong.
@@ -22,6 +23,7 @@ pub mod plan;
 pub mod solving;
 pub mod source;
 
+use crate::cache::import::ImportedCache;
 use crate::cli::{BuildArgs, Cli, ProgressMode};
 use crate::progress::Progress;
 use crate::Result;
@@ -39,13 +41,38 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let mut inputs = inputs::BuildInputs::gather(&plan, &source)?;
     let progress = Progress::start(plan.progress);
     let outcome: Result<Outcome> = async {
+        let client = strata_oci::registry::RegistryClient::new(crate::registry_options(cli))
+            .map_err(|e| crate::Failure::build(format!("error: {e}")))?;
+        // The imported caches are read while the base images resolve.
+        let importing = (!plan.cache_from.is_empty() && plan.print_graph.is_none()).then(|| {
+            let (from, client, store, sink) =
+                (plan.cache_from.clone(), client.clone(), store.clone(), progress.sink().clone());
+            tokio::spawn(async move { ImportedCache::read(&from, &client, &store, &sink).await })
+        });
         let lowered = lowering::lower_all(cli, &plan, &df, &store, &mut inputs, source.epoch, progress.sink())?;
         if let Some(format) = plan.print_graph {
             return Ok(Outcome::Graph(render_graph(&lowered.graph, format, &lowered.targets)));
         }
         lowering::check_emulators(&lowered.graph, &plan.host)?;
-        let solved =
-            solving::solve(cli, args, &plan, &df, &store, inputs, lowered, source.epoch, progress.sink()).await?;
+        let imported = match importing {
+            Some(task) => task.await.map_err(|e| crate::Failure::build(format!("error: importing the cache: {e}")))?,
+            None => ImportedCache::default(),
+        };
+        let solved = solving::solve(
+            cli,
+            args,
+            &plan,
+            &df,
+            &store,
+            inputs,
+            lowered,
+            imported,
+            &client,
+            source.epoch,
+            progress.sink(),
+        )
+        .await?;
+        let inline = plan.cache_to.iter().any(|c| c.target == crate::cache::spec::ExportTarget::Inline);
         let exported = crate::outputs::export(crate::outputs::ExportRequest {
             cli,
             args,
@@ -54,8 +81,22 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             images: solved.images,
             epoch: source.epoch,
             progress: progress.sink().clone(),
+            inline_cache: inline.then_some(&solved.graph),
         })
         .await?;
+        if !plan.cache_to.is_empty() {
+            let specs = crate::outputs::output_specs(args)?;
+            let layer_opts = crate::outputs::image_options(args, &specs, source.epoch)?;
+            let cx = crate::cache::export::ExportContext {
+                solved: &solved.graph,
+                worker: &solved.worker,
+                store: &store,
+                client: &client,
+                layer_opts: &layer_opts,
+                progress: progress.sink(),
+            };
+            crate::cache::export::export_all(&plan.cache_to, &cx).await?;
+        }
         Ok(Outcome::Built(exported))
     }
     .await;

@@ -92,12 +92,18 @@ pub struct BuildPlan {
     pub ulimits: Vec<Ulimit>,
     pub load: bool,
     pub jobs: Option<usize>,
+    /// `--cache-from` (else `cache.from` of strata.toml).
+    pub cache_from: Vec<crate::cache::spec::CacheImport>,
+    /// `--cache-to` (else `cache.to` of strata.toml).
+    pub cache_to: Vec<crate::cache::spec::CacheExport>,
+    /// Some output needs the result's files or blobs on this machine (everything but a
+    /// push): imported cache records are then brought in.
+    pub needs_local_result: bool,
 }
 
 impl BuildPlan {
     /// Check every flag of `args`; a bad one is a usage error (exit code 2).
     pub fn from_args(cli: &Cli, args: &BuildArgs) -> Result<BuildPlan> {
-        reject_unsupported(args)?;
         let call = match args.call.as_str() {
             "build" => Call::Build,
             "outline" => Call::Outline,
@@ -171,6 +177,19 @@ impl BuildPlan {
         }
         let build_args = parse_kv(&args.build_args, "--build-arg")?;
         let epoch = epoch_spec(args, &build_args)?;
+        let (cache_from, cache_to) = cache_specs(cli, args)?;
+        let inline = cache_to.iter().any(|c| c.target == crate::cache::spec::ExportTarget::Inline);
+        if inline
+            && !specs.iter().any(|s| matches!(s.kind.as_str(), "image" | "registry" | "oci" | "docker"))
+            && args.tags.is_empty()
+        {
+            return Err(Failure::usage(
+                "error: --cache-to type=inline: the records travel in the image, and this build exports none (give -t, --push or -o type=image|registry|oci|docker)",
+            ));
+        }
+        // Only a push can do with blobs it never downloads.
+        let needs_local_result =
+            args.load || specs.iter().any(|s| s.kind != "registry") || (specs.is_empty() && !args.tags.is_empty());
         Ok(BuildPlan {
             context: args.context.clone(),
             remote: crate::remote_context::is_remote(&args.context),
@@ -201,18 +220,31 @@ impl BuildPlan {
             ulimits: args.ulimit.iter().map(|u| parse_ulimit(u)).collect::<Result<_>>()?,
             load: args.load,
             jobs: cli.jobs,
+            cache_from,
+            cache_to,
+            needs_local_result,
         })
     }
 }
 
-/// Flags buildx accepts that strata does not have: fail loudly, never ignore them.
-fn reject_unsupported(args: &BuildArgs) -> Result<()> {
-    if !args.cache_from.is_empty() || !args.cache_to.is_empty() {
-        return Err(Failure::usage(
-            "error: --cache-from/--cache-to are not supported yet: strata keeps its cache in --root; share that directory between CI runs instead",
-        ));
-    }
-    Ok(())
+/// `--cache-from` / `--cache-to`, or strata.toml's defaults when the command line
+/// gives none.
+fn cache_specs(
+    cli: &Cli,
+    args: &BuildArgs,
+) -> Result<(Vec<crate::cache::spec::CacheImport>, Vec<crate::cache::spec::CacheExport>)> {
+    use crate::cache::spec::{parse_export, parse_import};
+    let from = if args.cache_from.is_empty() { &cli.settings.cache.from } else { &args.cache_from };
+    let to = if args.cache_to.is_empty() { &cli.settings.cache.to } else { &args.cache_to };
+    let from = from
+        .iter()
+        .map(|s| parse_import(s).map_err(|e| Failure::usage(format!("error: --cache-from {s}: {e}"))))
+        .collect::<Result<Vec<_>>>()?;
+    let to = to
+        .iter()
+        .map(|s| parse_export(s).map_err(|e| Failure::usage(format!("error: --cache-to {s}: {e}"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((from, to))
 }
 
 /// `KEY=VALUE` pairs; `--build-arg NAME` alone takes the value from the environment.

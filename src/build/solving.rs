@@ -22,11 +22,12 @@ use crate::cli::{BuildArgs, Cli};
 use crate::outputs::PlatformImage;
 use crate::{Failure, Result};
 
-/// The solved build: one image per platform, and the worker that holds their
-/// snapshots (the export reads them).
+/// The solved build: one image per platform, the worker that holds their snapshots
+/// (the export reads them), and every solved step (a cache export reads those).
 pub struct SolvedBuild {
     pub images: Vec<PlatformImage>,
     pub worker: Arc<LocalWorker>,
+    pub graph: crate::cache::export::SolvedGraph,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -38,6 +39,8 @@ pub async fn solve(
     store: &BlobStore,
     inputs: BuildInputs,
     lowered: LoweredBuild,
+    imported: crate::cache::import::ImportedCache,
+    client: &strata_oci::registry::RegistryClient,
     epoch: Option<i64>,
     progress: &ProgressSink,
 ) -> Result<SolvedBuild> {
@@ -54,10 +57,15 @@ pub async fn solve(
             ssh: inputs.ssh.clone(),
             patterns: inputs.patterns.clone(),
             hostname: "buildkitsandbox".into(),
+            fetcher: Some(imported.fetcher(client, store)),
+            remote_layers: imported.remote_layers,
+            mount_seeds: imported.mount_seeds,
         })
         .map_err(|e| Failure::build(format!("error: {e}")))?,
     );
-    let cache = CacheIndex::open(&root).map_err(|e| Failure::build(format!("error: cache index: {e}")))?;
+    let cache = CacheIndex::open(&root)
+        .map_err(|e| Failure::build(format!("error: cache index: {e}")))?
+        .with_imported(imported.records);
     let solve_opts = SolveOptions {
         jobs: plan.jobs.unwrap_or_else(|| SolveOptions::default().jobs),
         no_cache: plan.no_cache,
@@ -68,19 +76,22 @@ pub async fn solve(
             write_layers_ahead(&worker, store, &lowered.graph, &lowered.targets, opts);
         }
     }
-    let scheduler = Scheduler::new(worker.clone(), cache, solve_opts, progress.clone());
+    let scheduler = Scheduler::new(worker.clone(), cache.clone(), solve_opts, progress.clone());
     let cancel = scheduler.canceller();
     let ctrl_c = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             let _ = cancel.send(true);
         }
     });
-    let solved = scheduler.solve(Arc::new(lowered.graph), &lowered.targets).await;
+    let graph = Arc::new(lowered.graph);
+    // Imported records stay blobs unless an output needs the result here.
+    let solved = scheduler.solve_with(graph.clone(), &lowered.targets, plan.needs_local_result).await;
     ctrl_c.abort();
     worker.flush();
     drop(inputs);
     let solved = solved.map_err(|e| Failure::build(solve_error(&e, df, &lowered.step_lines)))?;
     let mut images = Vec::with_capacity(lowered.targets.len());
+    let platforms = lowered.configs.iter().map(|c| c.platform()).collect();
     for (target, config) in lowered.targets.iter().zip(lowered.configs) {
         let result =
             solved.get(target).ok_or_else(|| Failure::build("error: the solver returned no result for the target"))?;
@@ -88,7 +99,8 @@ pub async fn solve(
         let config = if epoch.is_none() { crate::created::reuse(&root, &result.cache_key, config) } else { config };
         images.push(PlatformImage { layers: result.output.layers().to_vec(), config });
     }
-    Ok(SolvedBuild { images, worker })
+    let graph = crate::cache::export::SolvedGraph { graph, targets: lowered.targets, platforms, nodes: solved, cache };
+    Ok(SolvedBuild { images, worker, graph })
 }
 
 /// The message of a failed solve, with where the failing step is in the Dockerfile (a

@@ -36,6 +36,15 @@ pub enum DocumentError {
     Invalid(String),
 }
 
+impl std::fmt::Display for DocumentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DocumentError::Unsupported { media_type, hint } => write!(f, "unsupported media type {media_type:?}{hint}"),
+            DocumentError::Invalid(reason) => f.write_str(reason),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Probe {
     #[serde(default, rename = "schemaVersion")]

@@ -6,8 +6,12 @@
 //!
 //! - **Plan first, locally.** The manifests are read from the store and walked (an index
 //!   → its manifests → their config and layers); every blob must be in the store with
-//!   the size its descriptor states. Nothing is sent for an image that cannot be pushed
-//!   whole (an index pulled for one platform lists manifests the store lacks).
+//!   the size its descriptor states, or be known to be in a registry repository (the
+//!   store's side index: a layer of an imported build cache, never downloaded). Nothing
+//!   is sent for an image that cannot be pushed whole (an index pulled for one platform
+//!   lists manifests the store lacks).
+//! - **Blobs the store only knows of** are found in the repository (`HEAD`), or mounted
+//!   from the one that has them, or else downloaded from it (verified) and uploaded.
 //! - **Authenticate before uploading.** The first request is the existence check of one
 //!   blob, alone, with a `pull,push` scope: wrong credentials fail there, before any
 //!   upload session is opened or any byte of a blob is sent.
@@ -235,6 +239,7 @@ impl RegistryClient {
         tracing::debug!(%reference, blobs = plan.blobs.len(), manifests = plan.manifests.len(), "push planned");
 
         let pusher = Pusher {
+            client: self,
             transport: self.transport(),
             op: op.clone(),
             r: reference,
@@ -382,6 +387,8 @@ fn visit(
                             b.digest, desc.digest, b.size
                         )))
                     }
+                    // Known to be in a registry repository: found, mounted or fetched there.
+                    Err(StoreError::Missing(_)) if !store.sources(&b.digest).is_empty() => {}
                     Err(StoreError::Missing(d)) => {
                         return Err(unpushable(format!(
                             "blob {d} of manifest {} is not in the local store",
@@ -400,6 +407,7 @@ fn visit(
 
 /// One push in progress: the repository, its scope and the caller's options.
 struct Pusher<'a> {
+    client: &'a RegistryClient,
     transport: &'a Transport,
     op: Operation,
     r: &'a Reference,
@@ -448,7 +456,26 @@ impl Pusher<'_> {
                 Err(e) => return Err(e),
             }
         }
+        if !self.store.contains(&desc.digest) {
+            self.fetch_from_source(desc).await?;
+        }
         self.upload(desc, session).await
+    }
+
+    /// Download a blob the store only knows of from a repository that has it.
+    async fn fetch_from_source(&self, desc: &Descriptor) -> Result<(), RegistryError> {
+        let mut last = None;
+        for source in self.store.sources(&desc.digest).into_iter().rev() {
+            let Ok(from) = Reference::parse(&format!("{source}:latest")) else { continue };
+            match self.client.fetch_blob(&from, desc, self.store).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::Unpushable {
+            op: self.op.clone(),
+            reason: format!("blob {} is not in the local store, nor in a repository known to hold it", desc.digest),
+        }))
     }
 
     /// The most recently recorded other repository of this registry holding `digest`.
