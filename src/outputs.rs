@@ -58,7 +58,6 @@ pub struct PlatformImage {
 }
 
 pub struct ExportRequest<'a> {
-    pub cli: &'a Cli,
     pub args: &'a BuildArgs,
     pub store: &'a BlobStore,
     pub worker: &'a LocalWorker,
@@ -69,6 +68,10 @@ pub struct ExportRequest<'a> {
     /// `--cache-to type=inline`: the solved build, whose records go into each image's
     /// config.
     pub inline_cache: Option<&'a crate::cache::export::SolvedGraph>,
+    /// Layers pushed while the build ran.
+    pub pushed_ahead: Option<&'a crate::build::solving::PushAhead>,
+    /// The build's registry client (it knows what was pushed already).
+    pub client: &'a RegistryClient,
 }
 
 pub struct Exported {
@@ -369,16 +372,19 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
             let sources: Vec<LayerSource> = image.layers.iter().filter_map(|l| req.worker.layer_source(l)).collect();
             crate::cache::export::fetch_unplaced(req.worker, req.store, &sources).await.map_err(Failure::build)?;
         }
-        let client =
-            RegistryClient::new(crate::registry_options(req.cli)).map_err(|e| Failure::build(format!("error: {e}")))?;
+        let client = req.client;
+        // Layers pushed while the build ran (by `client`'s clones) need no request now.
+        if let Some(ahead) = req.pushed_ahead {
+            ahead.finish().await;
+        }
         for target in &push_to {
             let pushed = push_image_to(
-                &client,
+                client,
                 req.store,
                 &image,
                 target,
                 opts.compression,
-                PushOptions::default().jobs,
+                PushOptions::default(),
                 &req.progress,
             )
             .await?;
@@ -471,7 +477,7 @@ fn pushes(spec: &OutputSpec) -> bool {
 }
 
 /// Where the built image is pushed: each pushing output's `name=`, else every `-t` name.
-fn push_targets(specs: &[OutputSpec], args: &BuildArgs) -> Result<Vec<Reference>> {
+pub fn push_targets(specs: &[OutputSpec], args: &BuildArgs) -> Result<Vec<Reference>> {
     let mut targets: Vec<Reference> = Vec::new();
     for s in specs.iter().filter(|s| pushes(s)) {
         let names = match s.attrs.get("name") {
@@ -522,7 +528,7 @@ pub(crate) async fn push_image_to(
     image: &Descriptor,
     target: &Reference,
     compression: Compression,
-    jobs: usize,
+    opts: PushOptions,
     progress: &ProgressSink,
 ) -> Result<PushReport> {
     let vertex = format!("push {target}");
@@ -593,7 +599,7 @@ pub(crate) async fn push_image_to(
     .map_err(|e| Failure::build(format!("error: compressing layers: {e}")))?
     .map_err(|e| Failure::build(format!("error: compressing layers for {target}: {e}")))?;
     let image = &compressed;
-    let opts = PushOptions { jobs: jobs.max(1), ..PushOptions::default() };
+    let opts = PushOptions { jobs: opts.jobs.max(1), ..opts };
     match client.push_image(target, image, store, &opts, on_event).await {
         Ok(report) => {
             progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
@@ -626,7 +632,8 @@ pub async fn push_command(cli: &Cli, p: &PushArgs) -> Result<()> {
     let sink = ProgressSink::new(tx);
     let printer = tokio::spawn(crate::progress::print(mode, rx));
     let gzip = Compression::Gzip { level: 6 };
-    let pushed = push_image_to(&client, &store, &image.descriptor, &target, gzip, p.push_jobs, &sink).await;
+    let opts = PushOptions { jobs: p.push_jobs, ..PushOptions::default() };
+    let pushed = push_image_to(&client, &store, &image.descriptor, &target, gzip, opts, &sink).await;
     drop(sink);
     let _ = printer.await;
     let report = pushed?;

@@ -224,7 +224,11 @@ impl Runc {
             last.push_back(line.clone());
             on_line(stream, line);
         }
-        self.delete(id).await;
+        // A foreground `runc run` removes its container when it ends; only one it could
+        // not remove (killed) leaves its state directory, and costs another runc call.
+        if self.state_dir.join(id).exists() {
+            self.delete(id).await;
+        }
         if cancelled {
             return Err(SandboxError::Cancelled);
         }

@@ -80,7 +80,7 @@ fn cached_blob(meta: &std::path::Path, key: &str, store: &BlobStore) -> Option<L
 
 fn remember_blob(meta: &std::path::Path, key: &str, blob: &LayerBlob) {
     let v = serde_json::json!({"digest": blob.digest.to_string(), "diff_id": blob.diff_id.to_string(), "size": blob.size, "media_type": blob.media_type});
-    let _ = strata_oci::store::write_atomic(&meta.join(format!("layer-{key}.json")), v.to_string().as_bytes());
+    let _ = strata_oci::store::write_atomic_unsynced(&meta.join(format!("layer-{key}.json")), v.to_string().as_bytes());
 }
 
 fn options_key(opts: &ExportOptions) -> String {

@@ -53,7 +53,7 @@ pub fn compress_blob(store: &BlobStore, plain: &Digest, c: Compression) -> Resul
     }
     let temp = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
     let (digest, size) = temp.commit(store, None, None)?;
-    strata_oci::store::write_atomic(&memo, format!("{digest} {size}").as_bytes())?;
+    strata_oci::store::write_atomic_unsynced(&memo, format!("{digest} {size}").as_bytes())?;
     Ok((digest, size))
 }
 

@@ -79,7 +79,7 @@ impl CacheIndex {
 
     pub fn put(&self, key: &[u8; 32], record: &CacheRecord) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        strata_oci::store::write_atomic(&self.path(key), &bytes)
+        strata_oci::store::write_atomic_unsynced(&self.path(key), &bytes)
     }
 
     pub fn remove(&self, key: &[u8; 32]) {

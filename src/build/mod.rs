@@ -74,7 +74,6 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         .await?;
         let inline = plan.cache_to.iter().any(|c| c.target == crate::cache::spec::ExportTarget::Inline);
         let exported = crate::outputs::export(crate::outputs::ExportRequest {
-            cli,
             args,
             store: &store,
             worker: &solved.worker,
@@ -82,6 +81,8 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             epoch: source.epoch,
             progress: progress.sink().clone(),
             inline_cache: inline.then_some(&solved.graph),
+            pushed_ahead: solved.pushed_ahead.as_ref(),
+            client: &client,
         })
         .await?;
         if !plan.cache_to.is_empty() {

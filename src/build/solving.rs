@@ -7,6 +7,9 @@ use std::sync::Arc;
 
 use strata_executor::sandbox::Runc;
 use strata_executor::worker::{LocalWorker, WorkerConfig};
+use strata_oci::image::Descriptor;
+use strata_oci::reference::Reference;
+use strata_oci::registry::{PushOptions, RegistryClient};
 use strata_oci::store::BlobStore;
 use strata_solver::cache::CacheIndex;
 use strata_solver::graph::{Graph, NodeId};
@@ -28,6 +31,27 @@ pub struct SolvedBuild {
     pub images: Vec<PlatformImage>,
     pub worker: Arc<LocalWorker>,
     pub graph: crate::cache::export::SolvedGraph,
+    /// The layers pushed while the build ran (`--push`).
+    pub pushed_ahead: Option<PushAhead>,
+}
+
+/// Layer blobs pushed while the build runs, each as soon as it is written, to each
+/// push target (by clones of the build's registry client, which remembers them: the
+/// push at the end asks nothing about them).
+#[derive(Clone, Default)]
+pub struct PushAhead {
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl PushAhead {
+    /// Wait for the layers still on their way. One that failed is pushed again, and
+    /// reported, by the final push.
+    pub async fn finish(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -40,7 +64,7 @@ pub async fn solve(
     inputs: BuildInputs,
     lowered: LoweredBuild,
     imported: crate::cache::import::ImportedCache,
-    client: &strata_oci::registry::RegistryClient,
+    client: &RegistryClient,
     epoch: Option<i64>,
     progress: &ProgressSink,
 ) -> Result<SolvedBuild> {
@@ -71,9 +95,16 @@ pub async fn solve(
         no_cache: plan.no_cache,
         no_cache_filter: plan.no_cache_filter.clone(),
     };
+    let mut pushed_ahead = None;
     if solve_opts.jobs > 1 {
         if let Some(opts) = crate::outputs::layer_options(args, epoch)? {
-            write_layers_ahead(&worker, store, &lowered.graph, &lowered.targets, opts);
+            let push_to = crate::outputs::push_targets(&crate::outputs::output_specs(args)?, args)?;
+            let push = (!push_to.is_empty()).then(|| {
+                let ahead = PushAhead::default();
+                pushed_ahead = Some(ahead.clone());
+                (client.clone(), push_to, ahead)
+            });
+            write_layers_ahead(&worker, store, &lowered.graph, &lowered.targets, opts, push);
         }
     }
     let scheduler = Scheduler::new(worker.clone(), cache.clone(), solve_opts, progress.clone());
@@ -100,7 +131,7 @@ pub async fn solve(
         images.push(PlatformImage { layers: result.output.layers().to_vec(), config });
     }
     let graph = crate::cache::export::SolvedGraph { graph, targets: lowered.targets, platforms, nodes: solved, cache };
-    Ok(SolvedBuild { images, worker, graph })
+    Ok(SolvedBuild { images, worker, graph, pushed_ahead })
 }
 
 /// The message of a failed solve, with where the failing step is in the Dockerfile (a
@@ -132,16 +163,33 @@ fn solve_error(
     message
 }
 
+/// Why a layer pushed ahead did not arrive, in the debug log (the final push sends it
+/// again and reports).
+fn log_failed_push_ahead(
+    target: &Reference,
+    desc: &Descriptor,
+    pushed: std::result::Result<(), strata_oci::registry::RegistryError>,
+) {
+    if let Err(e) = &pushed {
+        tracing::debug!(%target, digest = %desc.digest, "pushing a layer ahead failed: {e}");
+    }
+}
+
 /// Write the image layer of each step of the exported stages as soon as the step is
 /// done, while later steps run, rather than all of them after the last one: the
-/// export then finds them written (or waits for the one still being written).
+/// export then finds them written (or waits for the one still being written). With
+/// `push`, each layer written compressed (as it will be pushed) is uploaded to every
+/// push target straight away too.
 fn write_layers_ahead(
     worker: &Arc<LocalWorker>,
     store: &BlobStore,
     graph: &Graph,
     targets: &[NodeId],
     opts: strata_exporter::image::ExportOptions,
+    push: Option<(RegistryClient, Vec<Reference>, PushAhead)>,
 ) {
+    let runtime = tokio::runtime::Handle::current();
+    let push = push.map(Arc::new);
     let chain: std::collections::HashSet<_> = targets.iter().flat_map(|t| graph.layer_chain(t)).collect();
     let snapshots = worker.snapshots().clone();
     let store = store.clone();
@@ -155,11 +203,28 @@ fn write_layers_ahead(
             meta_dir: snapshots.root().join(&layer.0),
             source: None,
         };
-        let (store, opts) = (store.clone(), opts.clone());
+        let (store, opts, push, runtime) = (store.clone(), opts.clone(), push.clone(), runtime.clone());
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = strata_exporter::image::ensure_layer(&store, &input, &opts) {
-                // The export writes it again and reports what goes wrong.
-                tracing::debug!(layer = %input.dir.display(), error = %e, "writing a layer ahead failed");
+            let blob = match strata_exporter::image::ensure_layer(&store, &input, &opts) {
+                Ok(Some(blob)) => blob,
+                Ok(None) => return,
+                Err(e) => {
+                    // The export writes it again and reports what goes wrong.
+                    tracing::debug!(layer = %input.dir.display(), error = %e, "writing a layer ahead failed");
+                    return;
+                }
+            };
+            let plain = blob.media_type.ends_with(".tar") || blob.media_type.ends_with("tar");
+            let Some(push) = push.as_deref().filter(|_| !plain) else { return };
+            let (client, targets, ahead) = push;
+            let desc = Descriptor::new(blob.media_type.clone(), blob.digest.clone(), blob.size);
+            let mut tasks = ahead.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            for target in targets {
+                let (client, target, desc, store) = (client.clone(), target.clone(), desc.clone(), store.clone());
+                tasks.push(runtime.spawn(async move {
+                    let pushed = client.push_blob(&target, &desc, &store, &PushOptions::default()).await;
+                    log_failed_push_ahead(&target, &desc, pushed);
+                }));
             }
         });
     }));

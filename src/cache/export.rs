@@ -345,7 +345,7 @@ async fn export_one(
                 &manifest,
                 r,
                 Compression::Uncompressed,
-                strata_oci::registry::PushOptions::default().jobs,
+                strata_oci::registry::PushOptions::default(),
                 cx.progress,
             )
             .await

@@ -74,6 +74,9 @@ pub struct RegistryClient {
     max_concurrent_downloads: usize,
     /// Download an image's config and layers even when the store has them (`--pull=always`).
     refetch: bool,
+    /// Blobs this process pushed or found in a repository (`registry/repository`):
+    /// a later push there in the same process asks nothing about them.
+    present: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, Digest)>>>,
 }
 
 impl RegistryClient {
@@ -83,6 +86,7 @@ impl RegistryClient {
             transport: Transport::new(&opts)?,
             max_concurrent_downloads: opts.max_concurrent_downloads.max(1),
             refetch: false,
+            present: Default::default(),
         })
     }
 
@@ -91,6 +95,16 @@ impl RegistryClient {
     pub fn refetching(mut self) -> Self {
         self.refetch = true;
         self
+    }
+
+    /// Does this process know that `r`'s repository holds `digest` (it pushed or found
+    /// it there)?
+    pub(crate) fn known_present(&self, r: &Reference, digest: &Digest) -> bool {
+        self.present.lock().unwrap_or_else(|p| p.into_inner()).contains(&(r.name(), digest.clone()))
+    }
+
+    pub(crate) fn remember_present(&self, r: &Reference, digest: &Digest) {
+        self.present.lock().unwrap_or_else(|p| p.into_inner()).insert((r.name(), digest.clone()));
     }
 
     /// The authenticated transport, for other protocol parts (push).

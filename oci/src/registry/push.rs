@@ -301,6 +301,32 @@ impl RegistryClient {
         }
         Ok(report)
     }
+
+    /// Push one blob of the store to `reference`'s repository — found there, mounted or
+    /// uploaded — ahead of the manifest that will name it: a build pushes each layer as
+    /// soon as it is written, while later steps run.
+    pub async fn push_blob(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        store: &BlobStore,
+        opts: &PushOptions,
+    ) -> Result<(), RegistryError> {
+        let quiet = |_: PushEvent| {};
+        let pusher = Pusher {
+            client: self,
+            transport: self.transport(),
+            op: Operation::on("push", reference),
+            r: reference,
+            scope: Scope::pull_push(&reference.repository),
+            store,
+            opts,
+            progress: &quiet,
+        };
+        pusher.push_blob(desc).await?;
+        record_source(store, reference, &desc.digest);
+        Ok(())
+    }
 }
 
 /// Walk the manifests from `root`, checking that everything is in the store.
@@ -433,9 +459,16 @@ impl Pusher<'_> {
         }
     }
 
-    /// Skip, mount or upload one blob.
+    /// Skip, mount or upload one blob; the client then knows the repository has it.
     async fn push_blob(&self, desc: &Descriptor) -> Result<BlobOutcome, RegistryError> {
-        if self.blob_exists(&desc.digest).await? {
+        let outcome = self.place_blob(desc).await?;
+        self.client.remember_present(self.r, &desc.digest);
+        Ok(outcome)
+    }
+
+    async fn place_blob(&self, desc: &Descriptor) -> Result<BlobOutcome, RegistryError> {
+        // Pushed (or found) by this process already, e.g. while the build ran.
+        if self.client.known_present(self.r, &desc.digest) || self.blob_exists(&desc.digest).await? {
             (self.progress)(PushEvent::Skipped { digest: desc.digest.clone(), size: desc.size });
             return Ok(BlobOutcome::Skipped);
         }
@@ -784,7 +817,9 @@ impl Pusher<'_> {
             }
         };
         if resp.status() != StatusCode::NO_CONTENT && resp.status() != StatusCode::OK {
-            tracing::debug!(status = %resp.status(), detail = %error_detail(resp).await, "upload session unusable");
+            let status = resp.status();
+            let detail = error_detail(resp).await;
+            tracing::debug!(%status, %detail, "upload session unusable");
             return None;
         }
         let offset = range_end(resp.headers()).map(|e| if e == 0 { 0 } else { e + 1 }).unwrap_or(0);
