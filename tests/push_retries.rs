@@ -5,7 +5,8 @@
 //! pushed through cuts is the image pushed without them (skopeo reads it back and
 //! verifies every blob). A network that cuts every connection fails in bounded time
 //! with a message that says how many attempts, how many bytes the registry has, and
-//! the last error, and leaves nothing half-written in the store.
+//! the last error, and leaves nothing half-written in the store. A build cache goes up
+//! and comes down through the same cuts (`--cache-to` / `--cache-from`).
 
 mod common;
 
@@ -170,4 +171,53 @@ fn retry_after_is_honoured_and_shown() {
     assert!(o.status.success(), "{log}");
     assert!(log.contains("retrying in 2.0s: PATCH answered 503"), "{log}");
     assert!(took >= Duration::from_secs(2), "the push did not wait as asked ({took:?})");
+}
+
+#[test]
+fn a_cache_export_and_import_through_cut_connections() {
+    let env = test_env().expect("the test environment (tests/setup) is required");
+    let (root, ctx) = big_image();
+    let registry = env["RIG_REGISTRY"].clone();
+    let repo = unique_repo("cache-cuts");
+    // Export: the 60 MB layer goes up through three cuts.
+    let up = Proxy::cutting(&registry, cuts_up(&[300_000, 1_500_000, 3_000_000]));
+    let cache = format!("{}/{repo}:cache", up.addr);
+    let o = strata(
+        root.path(),
+        &[
+            "build",
+            "--progress=plain",
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    assert_eq!(up.stats.cuts.load(std::sync::atomic::Ordering::SeqCst), 3, "{log}");
+    assert!(log.contains("retrying in"), "{log}");
+    // Import on a fresh runner: the layer comes down through three cuts, verified.
+    let down = Proxy::cutting(
+        &registry,
+        Cuts { direction: Direction::Down, after: vec![400_000, 2_000_000, 5_000_000], always: None },
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = strata(
+        fresh.path(),
+        &[
+            "build",
+            "--progress=plain",
+            "--cache-from",
+            &format!("{}/{repo}:cache", down.addr),
+            "-o",
+            &format!("type=local,dest={}", out.path().display()),
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("0 steps run, 1 cached"), "{log}");
+    assert_eq!(down.stats.cuts.load(std::sync::atomic::Ordering::SeqCst), 3, "{log}");
+    assert_eq!(sha256_file(&out.path().join("big")), sha256_file(&ctx.path().join("big")));
 }

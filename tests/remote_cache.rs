@@ -572,3 +572,21 @@ fn cache_mounts_over_the_size_cap_are_left_out_by_name() {
     let ids: Vec<&str> = doc["mounts"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec!["small"], "{doc}");
 }
+
+#[test]
+fn strata_toml_gives_defaults_the_command_line_overrides() {
+    let Some(env) = test_env() else { return };
+    let ctx = app_context(&format!("{}/library/busybox:latest", env["RIG_REGISTRY"]));
+    let dir = tempfile::tempdir().unwrap();
+    let (from_toml, from_flag) = (dir.path().join("toml"), dir.path().join("flag"));
+    let config = dir.path().join("strata.toml");
+    std::fs::write(&config, format!("[cache]\nto = [\"type=local,dest={},mode=max\"]\n", from_toml.display())).unwrap();
+    let global = vec!["--config".to_string(), config.display().to_string()];
+    Runner::new(&global, &[]).build_ok(ctx.path(), &[]);
+    assert!(from_toml.join("index.json").is_file(), "strata.toml's cache.to was used");
+    std::fs::remove_dir_all(&from_toml).unwrap();
+    Runner::new(&global, &[])
+        .build_ok(ctx.path(), &["--cache-to", &format!("type=local,dest={}", from_flag.display())]);
+    assert!(from_flag.join("index.json").is_file(), "the flag's cache was written");
+    assert!(!from_toml.exists(), "the flag replaces strata.toml's cache.to");
+}
