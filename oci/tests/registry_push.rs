@@ -453,8 +453,16 @@ async fn chunked_upload_survives_dropped_connections_and_errors() {
     let pushed: Manifest = serde_json::from_slice(&raw.stdout).unwrap();
     assert_eq!(pushed.layers.iter().filter(|l| l.digest == layer.digest).count(), 1);
 
-    // Pushing again through the relay: HEAD requests and the manifest PUT only.
+    // The same client pushing again knows what the repository has: the manifest PUT only.
     relay.stats.clear();
+    let again = client.push_image(&r, &manifest, &store, &push_opts, |_| {}).await.unwrap();
+    assert_eq!((again.blobs_skipped, again.bytes_uploaded), (2, 0), "{again:?}");
+    let methods: Vec<String> = relay.stats.seen().iter().map(|s| s.method.clone()).collect();
+    assert_eq!(methods, vec!["PUT".to_string()], "the client remembered the pushed blobs");
+
+    // Another client (another process) pushing again: HEAD requests and the manifest PUT only.
+    relay.stats.clear();
+    let client = RegistryClient::new(RegistryOptions { max_attempts: 4, ..isolated_options(cfg.path()) }).unwrap();
     let again = client.push_image(&r, &manifest, &store, &push_opts, |_| {}).await.unwrap();
     assert_eq!((again.blobs_skipped, again.bytes_uploaded), (2, 0), "{again:?}");
     let methods: HashMap<String, usize> = relay.stats.seen().iter().fold(HashMap::new(), |mut m, s| {
