@@ -47,6 +47,26 @@ impl Annotations {
     /// The `--annotation` flags and one output's attributes; a malformed one is a usage
     /// error.
     pub fn parse(flags: &[String], output_attrs: &BTreeMap<String, String>) -> Result<Annotations> {
+        Self::parse_with_default(flags, output_attrs, Target::Manifest)
+    }
+
+    /// `strata imagetools create --annotation`: untyped ones go on the index (as buildx),
+    /// and the manifests, which are not rewritten, take none.
+    pub fn parse_for_index(flags: &[String]) -> Result<Annotations> {
+        let a = Self::parse_with_default(flags, &BTreeMap::new(), Target::Index)?;
+        if a.0.iter().any(|a| a.target == Target::Manifest) {
+            return Err(Failure::usage(
+                "error: --annotation manifest:...: imagetools create does not rewrite manifests; use index:, manifest-descriptor: or index-descriptor:",
+            ));
+        }
+        Ok(a)
+    }
+
+    fn parse_with_default(
+        flags: &[String],
+        output_attrs: &BTreeMap<String, String>,
+        default: Target,
+    ) -> Result<Annotations> {
         let mut out = Vec::new();
         for flag in flags {
             let (head, value) = flag
@@ -57,7 +77,7 @@ impl Annotations {
                     let (target, platforms) = typed(prefix).unwrap_or((Target::Manifest, None));
                     (target, parse_platforms(platforms, flag)?, key)
                 }
-                _ => (Target::Manifest, None, head),
+                _ => (default, None, head),
             };
             if key.is_empty() {
                 return Err(Failure::usage(format!("error: --annotation {flag:?}: the key is empty")));

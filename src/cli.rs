@@ -109,8 +109,49 @@ pub enum Command {
         #[arg(long)]
         filter: Vec<String>,
     },
+    /// Create and inspect multi-platform images in a registry (as buildx imagetools)
+    Imagetools {
+        #[command(subcommand)]
+        command: ImagetoolsCommand,
+    },
     /// Print shell completions
     Completion { shell: clap_complete::Shell },
+}
+
+/// `strata imagetools ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImagetoolsCommand {
+    /// Merge images (REPO@DIGEST, tags or indexes) into one index, pushed under each -t
+    Create(ImagetoolsCreateArgs),
+    /// Show an image or index in a registry: its platforms, digests and attestations
+    Inspect {
+        /// REGISTRY/REPOSITORY[:TAG|@DIGEST]
+        name: String,
+        /// Print the manifest or index exactly as the registry serves it
+        #[arg(long)]
+        raw: bool,
+        /// text (default) or json
+        #[arg(long, default_value = "text", value_name = "FORMAT")]
+        format: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ImagetoolsCreateArgs {
+    /// Name of the new index (repeatable)
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub tags: Vec<String>,
+    /// Print the index instead of pushing it
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Annotation of the index: [index|manifest-descriptor[PLATFORMS]|index-descriptor:]KEY=VALUE
+    #[arg(long = "annotation", value_name = "ANNOTATION")]
+    pub annotations: Vec<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// The images to merge: REPO@sha256:..., a tag, or an index (all its manifests)
+    #[arg(value_name = "SOURCE", required = true)]
+    pub sources: Vec<String>,
 }
 
 /// `strata verify [--against REF] [--output text|json] [--keep] [BUILD OPTIONS] PATH`.

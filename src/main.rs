@@ -2,7 +2,8 @@
 //!
 //! `cli` holds the clap definitions; `build` runs a build from flags to outputs;
 //! `resolve` brings base images in; `outputs` writes results; `cache` carries the
-//! build cache between machines; `housekeeping` is
+//! build cache between machines; `imagetools` merges and shows multi-platform
+//! images in registries; `housekeeping` is
 //! images/tag/rm/inspect/du; `prune` sweeps the store; `progress` and `tty` print
 //! what happens.
 
@@ -15,6 +16,7 @@ mod created;
 mod diagnostics;
 mod docker_load;
 mod housekeeping;
+mod imagetools;
 mod outputs;
 mod progress;
 mod prune;
@@ -108,6 +110,10 @@ async fn dispatch(cli: &cli::Cli) -> Result<()> {
         Command::Du => housekeeping::du(cli),
         Command::Prune { all, keep_storage, filter } => housekeeping::prune(cli, *all, keep_storage.as_deref(), filter),
         Command::Verify(args) => verify::run(cli, args).await,
+        Command::Imagetools { command } => match command {
+            cli::ImagetoolsCommand::Create(args) => imagetools::create(cli, args).await,
+            cli::ImagetoolsCommand::Inspect { name, raw, format } => imagetools::inspect(cli, name, *raw, format).await,
+        },
         Command::Completion { shell } => {
             let mut cmd = cli::Cli::command();
             clap_complete::generate(*shell, &mut cmd, "strata", &mut std::io::stdout());

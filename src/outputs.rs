@@ -139,8 +139,20 @@ fn export_options(
             "force-compression",
             "oci-mediatypes",
             "push",
+            "push-by-digest",
+            "name-canonical",
             "annotation",
         ];
+        if matches!(
+            k.as_str(),
+            "push" | "push-by-digest" | "name-canonical" | "tar" | "force-compression" | "oci-mediatypes"
+        ) && !matches!(spec.attrs[k].as_str(), "true" | "false")
+        {
+            return Err(Failure::usage(format!(
+                "error: output type={}: {k}={}: expected true or false",
+                spec.kind, spec.attrs[k]
+            )));
+        }
         if !known.contains(&k.as_str()) && !k.starts_with("annotation.") && !k.starts_with("annotation-") {
             return Err(Failure::usage(format!("error: output type={}: unknown attribute {k:?}", spec.kind)));
         }
@@ -401,7 +413,7 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         let mut meta = serde_json::json!({
             "containerimage.digest": reported.digest.to_string(),
             "containerimage.descriptor": reported,
-            "image.name": args.tags.join(","),
+            "image.name": image_names(&specs, args, &reported.digest).join(","),
         });
         if let Some(c) = &config_digest {
             meta["containerimage.config.digest"] = serde_json::Value::String(c.to_string());
@@ -410,6 +422,27 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
             .map_err(|e| Failure::build(format!("error: --metadata-file {}: {e}", f.display())))?;
     }
     Ok(Exported { digest: reported.digest, image_id })
+}
+
+/// What `--metadata-file` calls `image.name`, as buildx: the outputs' `name=` (else
+/// the `-t` names), and with `name-canonical=true` also `NAME@DIGEST` for each.
+fn image_names(specs: &[OutputSpec], args: &BuildArgs, digest: &Digest) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut canonical = false;
+    for s in specs {
+        canonical |= s.attrs.get("name-canonical").is_some_and(|v| v == "true");
+        names.extend(s.attrs.get("name").cloned());
+    }
+    if names.is_empty() {
+        names = args.tags.clone();
+    }
+    if canonical {
+        let extra: Vec<String> =
+            names.iter().filter_map(|n| Reference::parse(n).ok()).map(|r| format!("{}@{digest}", r.name())).collect();
+        names.extend(extra);
+    }
+    names.dedup();
+    names
 }
 
 /// `--load`: the image as a docker archive, handed to the Docker daemon.
@@ -476,7 +509,8 @@ fn pushes(spec: &OutputSpec) -> bool {
     spec.kind == "registry" || (spec.kind == "image" && spec.attrs.get("push").is_some_and(|v| v == "true"))
 }
 
-/// Where the built image is pushed: each pushing output's `name=`, else every `-t` name.
+/// Where the built image is pushed: each pushing output's `name=`, else every `-t` name;
+/// with `push-by-digest=true`, the repository alone (the manifest is pushed untagged).
 pub fn push_targets(specs: &[OutputSpec], args: &BuildArgs) -> Result<Vec<Reference>> {
     let mut targets: Vec<Reference> = Vec::new();
     for s in specs.iter().filter(|s| pushes(s)) {
@@ -489,8 +523,14 @@ pub fn push_targets(specs: &[OutputSpec], args: &BuildArgs) -> Result<Vec<Refere
                 "error: pushing (--push, type=registry) needs a name: give -t REGISTRY/REPOSITORY:TAG or -o type=registry,name=...",
             ));
         }
+        let by_digest = s.attrs.get("push-by-digest").is_some_and(|v| v == "true");
         for n in names {
-            let r = Reference::parse(&n).map_err(|e| Failure::usage(format!("error: cannot push to {n:?}: {e}")))?;
+            let mut r =
+                Reference::parse(&n).map_err(|e| Failure::usage(format!("error: cannot push to {n:?}: {e}")))?;
+            if by_digest {
+                r.tag = None;
+                r.digest = None;
+            }
             if !targets.contains(&r) {
                 targets.push(r);
             }
