@@ -114,8 +114,46 @@ pub enum Command {
         #[command(subcommand)]
         command: ImagetoolsCommand,
     },
+    /// The builds strata recorded: list them, show one step by step, compare two
+    History {
+        #[command(subcommand)]
+        command: HistoryCommand,
+    },
     /// Print shell completions
     Completion { shell: clap_complete::Shell },
+}
+
+/// `strata history ...`. A BUILD is an id (or a unique prefix), `latest` or `latest~N`.
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// The recent builds, newest first: time, target, result, steps run and cached
+    Ls {
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+    /// One build, step by step: result, cache key, duration, and why each step ran
+    Show {
+        #[arg(value_name = "BUILD")]
+        build: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+    /// What differs between two builds, step by step
+    Diff {
+        #[arg(value_name = "BUILD")]
+        from: String,
+        #[arg(value_name = "BUILD")]
+        to: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+}
+
+/// How `strata history` prints.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ListFormat {
+    Table,
+    Json,
 }
 
 /// `strata imagetools ...`.
@@ -291,6 +329,9 @@ pub struct BuildArgs {
     /// Print the lowered build graph (dot or json) instead of building
     #[arg(long, value_name = "FORMAT")]
     pub print_graph: Option<String>,
+    /// Compute every cache key and say which steps would run, and why; run nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Allow extra privileged entitlements (security.insecure, network.host)
     #[arg(long, value_delimiter = ',')]
     pub allow: Vec<String>,

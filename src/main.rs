@@ -15,6 +15,7 @@ mod config;
 mod created;
 mod diagnostics;
 mod docker_load;
+mod history;
 mod housekeeping;
 mod imagetools;
 mod outputs;
@@ -114,6 +115,7 @@ async fn dispatch(cli: &cli::Cli) -> Result<()> {
             cli::ImagetoolsCommand::Create(args) => imagetools::create(cli, args).await,
             cli::ImagetoolsCommand::Inspect { name, raw, format } => imagetools::inspect(cli, name, *raw, format).await,
         },
+        Command::History { command } => history::command::run(cli, command),
         Command::Completion { shell } => {
             let mut cmd = cli::Cli::command();
             clap_complete::generate(*shell, &mut cmd, "strata", &mut std::io::stdout());

@@ -60,6 +60,7 @@ pub async fn print(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>)
     let mut numbers: HashMap<String, usize> = HashMap::new();
     let mut summary = Summary::default();
     let mut cached: std::collections::HashSet<String> = Default::default();
+    let mut announced: std::collections::HashSet<String> = Default::default();
     // Warnings wait until the live view's last frame, or it would draw over them.
     let mut warnings: Vec<String> = Vec::new();
     let mut tty = if mode == ProgressMode::Tty { Some(crate::tty::TtyView::new()) } else { None };
@@ -93,6 +94,7 @@ pub async fn print(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>)
                 }
             }
             ProgressEvent::Failed { name, .. } if is_step(name) => summary.failed += 1,
+            ProgressEvent::CacheMiss { name, dry_run: true, .. } if is_step(name) => summary.would_run += 1,
             _ => {}
         }
         match mode {
@@ -124,8 +126,19 @@ pub async fn print(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>)
                 let n = *numbers.entry(vertex).or_insert(next);
                 let mut e = stderr.lock();
                 let _ = match &ev {
-                    ProgressEvent::Started { name, .. } => writeln!(e, "#{n} {name}"),
+                    // A step whose miss was explained has shown its name already.
+                    ProgressEvent::Started { name, vertex } if !announced.contains(vertex) => {
+                        writeln!(e, "#{n} {name}")
+                    }
+                    ProgressEvent::Started { .. } => Ok(()),
                     ProgressEvent::Cached { name, .. } => writeln!(e, "#{n} {name}\n#{n} CACHED"),
+                    ProgressEvent::CacheMiss { name, reason, dry_run: true, .. } => {
+                        writeln!(e, "#{n} {name}\n#{n} WOULD RUN: {reason}")
+                    }
+                    ProgressEvent::CacheMiss { name, reason, vertex, .. } => {
+                        announced.insert(vertex.clone());
+                        writeln!(e, "#{n} {name}\n#{n} CACHE MISS: {reason}")
+                    }
                     ProgressEvent::Log { line, .. } => writeln!(e, "#{n} {:.3} {line}", start.elapsed().as_secs_f64()),
                     ProgressEvent::Done { elapsed, .. } => writeln!(e, "#{n} DONE {:.1}s", elapsed.as_secs_f64()),
                     ProgressEvent::Failed { error, .. } => writeln!(e, "#{n} ERROR: {error}"),
@@ -159,6 +172,7 @@ fn vertex_of(ev: &ProgressEvent) -> &str {
     match ev {
         ProgressEvent::Started { vertex, .. }
         | ProgressEvent::Cached { vertex, .. }
+        | ProgressEvent::CacheMiss { vertex, .. }
         | ProgressEvent::Log { vertex, .. }
         | ProgressEvent::Done { vertex, .. }
         | ProgressEvent::Failed { vertex, .. }
@@ -173,5 +187,7 @@ pub struct Summary {
     pub ran: usize,
     pub cached: usize,
     pub failed: usize,
+    /// `--dry-run`: steps that would run.
+    pub would_run: usize,
     pub elapsed: std::time::Duration,
 }

@@ -15,6 +15,8 @@
 //! `--keep-storage SIZE` then drops the oldest cache records (and resolutions) first
 //! until blobs + snapshots fit in SIZE; `--filter until=DURATION` spares anything
 //! younger than DURATION (records by their creation time, files by their mtime).
+//! Build records (`strata history`) older than DURATION go too (all with `--all` and
+//! no filter; those older than a month without either).
 //!
 //! Prune opens the store exclusively ([`BlobStore::open_exclusive`]); every other
 //! command holds it shared for as long as it uses it (the lock is taken by opening the
@@ -202,10 +204,21 @@ pub fn run(cli: &Cli, all: bool, keep: Option<&str>, filter: &[String]) -> Resul
     }
     let store =
         BlobStore::open_exclusive(&root).map_err(|e| Failure::build(format!("error: locking the store: {e}")))?;
-    let report = prune(&store, &opts)?;
+    let mut report = prune(&store, &opts)?;
+    // Build records (`strata history`): all of them with --all, else those older than
+    // the filter's age, or than a month.
+    let age = match (opts.all, opts.until) {
+        (_, Some(d)) => Some(d),
+        (true, None) => None,
+        (false, None) => Some(HISTORY_AGE),
+    };
+    report.history = crate::history::record::History::at(store.root()).prune(age);
     report.print(&opts);
     Ok(())
 }
+
+/// Without --all or a filter, prune removes build records older than this.
+const HISTORY_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The configuration's `storage.keep`, applied after a successful build: a prune down
 /// to the limit, unless another build or prune holds the store right now (then the
@@ -233,6 +246,7 @@ struct Report {
     snapshots: usize,
     blobs: usize,
     cache_mounts: usize,
+    history: usize,
     reclaimed: u64,
     remaining: u64,
 }
@@ -250,6 +264,9 @@ impl Report {
                 self.resolutions,
                 if self.resolutions == 1 { "" } else { "s" }
             ));
+        }
+        if self.history > 0 {
+            parts.push(format!("{} build record{}", self.history, if self.history == 1 { "" } else { "s" }));
         }
         if opts.all {
             parts.push(format!("{} cache mount{}", self.cache_mounts, if self.cache_mounts == 1 { "" } else { "s" }));

@@ -13,6 +13,8 @@ struct Step {
     started: Instant,
     finished: Option<f64>,
     tail: VecDeque<String>,
+    /// Why it missed the cache (a line under it, kept when it is done).
+    reason: Option<String>,
 }
 
 pub struct TtyView {
@@ -42,6 +44,7 @@ impl TtyView {
                 started: Instant::now(),
                 finished: None,
                 tail: VecDeque::new(),
+                reason: None,
             });
             self.steps.len() - 1
         });
@@ -80,6 +83,14 @@ impl TtyView {
                     s.tail.push_back(line.clone());
                 }
             }
+            ProgressEvent::CacheMiss { vertex, name, reason, dry_run, .. } => {
+                let s = self.step(vertex, name);
+                s.reason = Some(reason.clone());
+                if *dry_run {
+                    s.state = "WOULD RUN";
+                    s.finished = Some(0.0);
+                }
+            }
             ProgressEvent::Status { vertex, name, .. } | ProgressEvent::Transfer { vertex, name, .. } => {
                 self.step(vertex, name);
             }
@@ -113,6 +124,9 @@ impl TtyView {
             let state =
                 if s.state == "running" || s.state == "waiting" { String::new() } else { format!(" {}", s.state) };
             body.push((clip(&format!(" => {}{} {:>6.1}s", s.name, state, t), width), s.finished.is_some()));
+            if let Some(r) = &s.reason {
+                body.push((clip(&format!("    cache miss: {r}"), width), s.finished.is_some()));
+            }
             if s.finished.is_none() {
                 for l in &s.tail {
                     body.push((clip(&format!("    {l}"), width), false));

@@ -89,3 +89,20 @@ fn unknown_stage_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("nope"), "{}", text(&o));
 }
+
+/// Found by the `lower` fuzz target: a Dockerfile of ARGs alone made lowering subtract
+/// one from zero stages (a panic). It is a Dockerfile error, exit 1.
+#[test]
+fn a_dockerfile_without_stages_is_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "ARG A=1\nARG B=2\n").unwrap();
+    for call in ["--call=build", "--dry-run"] {
+        let o = strata(root.path(), &["build", "--progress=plain", call, ctx.path().to_str().unwrap()]);
+        let log = text(&o);
+        assert_no_panic(&log);
+        assert_eq!(o.status.code(), Some(1), "{log}");
+        assert!(log.contains("dockerfile contains no stages to build"), "{log}");
+        assert!(log.contains("Dockerfile"), "the error does not name the file: {log}");
+    }
+}

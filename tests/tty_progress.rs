@@ -248,6 +248,29 @@ fn tty_build_shows_steps_and_ends_with_the_summary() {
     }
     let last = all.lines().last().unwrap();
     assert!(last.starts_with("Build complete in ") && last.contains(": 0 steps run, 3 cached."), "{all}");
+    drop(t);
+
+    // A file changes: the reason of each miss is a line under its step.
+    std::fs::write(ctx.join("file.txt"), "changed\n").unwrap();
+    let Some(t) = Tmux::start(&strata_bin(), &strs(&args), 120, 40) else { return };
+    assert_eq!(t.wait_exit(Duration::from_secs(60)), Some(0), "{}", t.everything());
+    let all = t.everything();
+    assert_clean_screen(&all);
+    let lines: Vec<&str> = all.lines().collect();
+    let under = |step: &str| {
+        let i = lines.iter().position(|l| l.contains(step)).unwrap_or_else(|| panic!("no {step}:\n{all}"));
+        lines.get(i + 1).copied().unwrap_or_default()
+    };
+    assert_eq!(
+        under("[3/4] COPY file.txt /file.txt"),
+        "    cache miss: COPY file.txt /file.txt: 1 file changed: file.txt (content)",
+        "{all}"
+    );
+    assert_eq!(
+        under("[4/4] RUN cat /file.txt"),
+        "    cache miss: RUN cat /file.txt: the step before it changed (Dockerfile:3)",
+        "{all}"
+    );
 }
 
 #[test]

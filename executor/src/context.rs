@@ -243,6 +243,38 @@ pub fn selection_hash(
     parents: bool,
     exclude: &ExcludeFn,
 ) -> io::Result<[u8; 32]> {
+    selection(ctx, cache, sources, parents, exclude).map(|s| s.hash)
+}
+
+/// One entry a COPY selected, as a later build can compare it: enough to name what
+/// changed (content or mode only) without storing any content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SelectedFile {
+    /// Context-relative path.
+    pub path: String,
+    /// File type and permission bits (`st_mode`).
+    pub mode: u32,
+    /// The first 8 bytes of the blake3 of what the key saw besides path and mode (size
+    /// and content hash, or a symlink's target); 0 for a directory.
+    pub content: u64,
+}
+
+/// The files a COPY (or a bind mount) selected: their hash, which enters the cache key,
+/// and a summary of each entry, in the order hashed.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub hash: [u8; 32],
+    pub files: Vec<SelectedFile>,
+}
+
+/// [`selection_hash`], with the summary of each selected entry.
+pub fn selection(
+    ctx: &LocalContext,
+    cache: &StatCache,
+    sources: &[String],
+    parents: bool,
+    exclude: &ExcludeFn,
+) -> io::Result<Selection> {
     let root = crate::root::Root::open(&ctx.dir)?;
     let hidden = |real: &[Vec<u8>], is_dir: bool| !real.is_empty() && (ctx.ignore)(&crate::root::rel_str(real), is_dir);
     let mut outline = Vec::new();
@@ -281,27 +313,47 @@ pub fn selection_hash(
         .collect();
     let hashed = parallel_map(&entries, |(rel, st)| entry_bytes(&root, ctx, cache, exclude, rel, *st))?;
     let mut h = blake3::Hasher::new();
+    let mut files = Vec::with_capacity(entries.len());
     let mut next = hashed.into_iter();
-    for p in &plan {
+    for p in plan {
         match p {
             Piece::Bytes(b) => {
-                h.update(b);
+                h.update(&b);
             }
-            Piece::Entry(..) => {
+            Piece::Dir(rel, mode) => {
+                h.update(&entry_header(&rel, mode));
+                files.push(SelectedFile { path: rel, mode, content: 0 });
+            }
+            Piece::Entry(rel, _) => {
                 if let Some(bytes) = next.next() {
                     h.update(&bytes);
+                    if let Some(file) = summarize_entry(rel, &bytes) {
+                        files.push(file);
+                    }
                 }
             }
             Piece::Subtree(_) => {}
         }
     }
-    Ok(*h.finalize().as_bytes())
+    Ok(Selection { hash: *h.finalize().as_bytes(), files })
+}
+
+/// The summary of an entry from the bytes it fed the hash (its header, then what
+/// follows); none for an excluded or vanished one.
+fn summarize_entry(rel: String, bytes: &[u8]) -> Option<SelectedFile> {
+    let rest = bytes.strip_prefix(rel.as_bytes())?.strip_prefix(b"\0")?;
+    let mode = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+    let digest = blake3::hash(&rest[4..]);
+    let content = u64::from_le_bytes(digest.as_bytes()[..8].try_into().ok()?);
+    Some(SelectedFile { path: rel, mode, content })
 }
 
 /// What the hash is fed, in order: bytes known from the walk, or an entry that is not a
 /// directory, whose bytes are worked out in parallel.
 enum Piece {
     Bytes(Vec<u8>),
+    /// A directory's header (its path and mode).
+    Dir(String, u32),
     /// Its `lstat` when the walk already made it (from its directory's descriptor).
     Entry(String, Option<EntryStat>),
     /// A directory planned apart (index into the list of such directories).
@@ -362,7 +414,7 @@ fn plan_dir(
     if !rel.is_empty() && ((ctx.ignore)(rel, true) || exclude(rel, true)) {
         return Ok(());
     }
-    plan.push(Piece::Bytes(entry_header(rel, mode)));
+    plan.push(Piece::Dir(rel.to_string(), mode));
     let dir = root.open_real(&clean(rel.as_bytes()), OFlags::RDONLY | OFlags::DIRECTORY)?;
     let mut children: Vec<(String, Vec<u8>)> = Vec::new();
     for e in rustix::fs::Dir::read_from(&dir)? {

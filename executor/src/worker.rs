@@ -14,7 +14,7 @@ use strata_solver::graph::{CopyOp, ExecOp, Mount, NetworkMode, Node, NodeId, Op}
 use strata_solver::progress::ProgressEvent;
 use strata_solver::worker::{LayerId, Output, Solved, StepContext, Worker, WorkerError};
 
-use crate::context::{selection_hash, ExcludeFn, LocalContext, StatCache};
+use crate::context::{selection, ExcludeFn, LocalContext, SelectedFile, StatCache};
 use crate::root::{DirSpec, Root};
 use crate::sandbox::{ExtraMount, Runc, SandboxSpec};
 use crate::snapshot::{Snapshots, Snapshotter, StepRoot, WorkDir};
@@ -65,6 +65,9 @@ pub struct LocalWorker {
     layer_hook: std::sync::OnceLock<LayerHook>,
     /// The cache mounts steps used: directory name → the mount's id.
     used_mounts: Mutex<std::collections::BTreeMap<String, String>>,
+    /// What each content key hashed (the files COPYs and bind mounts selected), for
+    /// the build's record: content key → the selected entries.
+    selections: Mutex<HashMap<[u8; 32], Arc<Vec<SelectedFile>>>>,
 }
 
 /// A cache mount a step of this build used.
@@ -125,7 +128,13 @@ impl LocalWorker {
             unpack_lock: tokio::sync::Mutex::new(()),
             layer_hook: std::sync::OnceLock::new(),
             used_mounts: Mutex::new(Default::default()),
+            selections: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The entries a content key was computed from (see [`Worker::content_key`]).
+    pub fn selected_files(&self, content_key: &[u8; 32]) -> Option<Arc<Vec<SelectedFile>>> {
+        self.selections.lock().unwrap_or_else(|p| p.into_inner()).get(content_key).cloned()
     }
 
     /// Set the hook told of every committed step snapshot (once per worker).
@@ -806,50 +815,46 @@ fn remove_stubs(upper: &Path, stubs: &[crate::root::Comps]) {
 #[async_trait]
 impl Worker for LocalWorker {
     async fn content_key(&self, node: &Node, inputs: &[Arc<Solved>]) -> Result<Option<[u8; 32]>, WorkerError> {
-        let mut h = blake3::Hasher::new();
-        let mut any = false;
+        // (context name, sources, --parents) of each local selection the node reads.
+        let mut reads: Vec<(String, Vec<String>, bool)> = Vec::new();
         match &node.op {
             Op::Copy(c) => {
                 if let Some(Output::Local(name)) = inputs.get(1).map(|s| &s.output) {
-                    let ctx = self.context(name)?.clone();
-                    let cache = self.stat_cache(name, &ctx.dir);
-                    // --exclude is not applied here: hashing a superset of what is copied
-                    // can only cost a cache miss, never a stale hit.
-                    let exclude: ExcludeFn = Arc::new(|_, _| false);
-                    let sources = c.sources.clone();
-                    let parents = c.parents;
-                    let key =
-                        tokio::task::spawn_blocking(move || selection_hash(&ctx, &cache, &sources, parents, &exclude))
-                            .await
-                            .map_err(WorkerError::other)?
-                            .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))?;
-                    h.update(&key);
-                    any = true;
+                    reads.push((name.clone(), c.sources.clone(), c.parents));
                 }
             }
             Op::Exec(e) => {
                 for m in &e.mounts {
                     if let Mount::Bind { input, source, .. } = m {
                         if let Some(Output::Local(name)) = inputs.get(*input).map(|s| &s.output) {
-                            let ctx = self.context(name)?.clone();
-                            let cache = self.stat_cache(name, &ctx.dir);
-                            let none: ExcludeFn = Arc::new(|_, _| false);
-                            let sources = vec![source.clone()];
-                            let key = tokio::task::spawn_blocking(move || {
-                                selection_hash(&ctx, &cache, &sources, false, &none)
-                            })
-                            .await
-                            .map_err(WorkerError::other)?
-                            .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))?;
-                            h.update(&key);
-                            any = true;
+                            reads.push((name.clone(), vec![source.clone()], false));
                         }
                     }
                 }
             }
             _ => {}
         }
-        Ok(any.then(|| *h.finalize().as_bytes()))
+        if reads.is_empty() {
+            return Ok(None);
+        }
+        let mut h = blake3::Hasher::new();
+        let mut files = Vec::new();
+        for (name, sources, parents) in reads {
+            let ctx = self.context(&name)?.clone();
+            let cache = self.stat_cache(&name, &ctx.dir);
+            // --exclude is not applied here: hashing a superset of what is copied can
+            // only cost a cache miss, never a stale hit.
+            let exclude: ExcludeFn = Arc::new(|_, _| false);
+            let selected = tokio::task::spawn_blocking(move || selection(&ctx, &cache, &sources, parents, &exclude))
+                .await
+                .map_err(WorkerError::other)?
+                .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))?;
+            h.update(&selected.hash);
+            files.extend(selected.files);
+        }
+        let key = *h.finalize().as_bytes();
+        self.selections.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Arc::new(files));
+        Ok(Some(key))
     }
 
     async fn run(

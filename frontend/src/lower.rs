@@ -119,6 +119,27 @@ pub struct Lowered {
     /// Each step's progress label → the Dockerfile line of its instruction (errors
     /// at a step show it).
     pub step_lines: BTreeMap<String, usize>,
+    /// Each step's progress label → where it comes from in the Dockerfile (a build's
+    /// record names steps by this, to compare them with an earlier build's).
+    pub steps: BTreeMap<String, StepSource>,
+}
+
+/// Where a step comes from: its stage, its place there, its text as written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StepSource {
+    /// The stage's name, or `stage-N`.
+    pub stage: String,
+    /// 2 for the first instruction after FROM (as the progress label counts); 0 for an
+    /// ONBUILD trigger.
+    pub position: usize,
+    /// The Dockerfile line of its instruction.
+    pub line: usize,
+    /// The instruction as written (continuations joined).
+    pub text: String,
+    /// The ARGs in scope when it ran (their values reach a RUN as environment).
+    pub args: Vec<String>,
+    /// The platform label of a multi-platform build (`linux/arm64`).
+    pub platform: Option<String>,
 }
 
 #[derive(Clone)]
@@ -174,6 +195,7 @@ struct Lowerer<'a> {
     images: HashMap<(String, String), ResolvedImage>,
     multi_stage: bool,
     step_lines: BTreeMap<String, usize>,
+    steps: BTreeMap<String, StepSource>,
     /// Bytes of ARG/ENV/LABEL values kept so far (see [`MAX_KEPT_VALUES`]).
     kept_bytes: usize,
 }
@@ -204,6 +226,7 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions, resolver: &mut dyn ImageResol
         multi_stage: df.stages.len() > 1,
         kept_bytes: 0,
         step_lines: BTreeMap::new(),
+        steps: BTreeMap::new(),
     };
     l.eval_meta_args()?;
     let target = l.target_index()?;
@@ -237,6 +260,7 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions, resolver: &mut dyn ImageResol
         warnings: l.warnings,
         stages_built: order,
         step_lines: l.step_lines,
+        steps: l.steps,
     })
 }
 
@@ -330,6 +354,10 @@ impl<'a> Lowerer<'a> {
     }
 
     fn target_index(&self) -> Result<usize, LowerError> {
+        if self.df.stages.is_empty() {
+            // Only ARGs (and directives): nothing to build.
+            return Err(lerr(None, "dockerfile contains no stages to build (a FROM is missing)"));
+        }
         match &self.opts.target {
             None => Ok(self.df.stages.len() - 1),
             Some(t) => {
@@ -522,16 +550,30 @@ impl<'a> Lowerer<'a> {
                 let name = format!("[{label}onbuild {}/{}] {}", n + 1, triggers.len(), c.code);
                 // A trigger runs where the stage starts (its FROM).
                 self.step_lines.insert(name.clone(), stage.location.start_line);
+                self.note_step(&name, i, 0, stage.location.start_line, &c.code, &st);
                 self.dispatch(i, &mut st, c, &name)?;
             }
         }
         for (n, c) in stage.commands.iter().enumerate() {
             let name = format!("[{label}{}/{}] {}", n + 2, total, c.code);
             self.step_lines.insert(name.clone(), c.location.start_line);
+            self.note_step(&name, i, n + 2, c.location.start_line, &c.code, &st);
             self.dispatch(i, &mut st, c, &name)?;
         }
         self.states.insert(i, st);
         Ok(())
+    }
+
+    fn note_step(&mut self, name: &str, stage: usize, position: usize, line: usize, text: &str, st: &StageState) {
+        let source = StepSource {
+            stage: self.stage_label(stage),
+            position,
+            line,
+            text: text.to_string(),
+            args: st.args.iter().map(|(k, _)| k.clone()).collect(),
+            platform: self.opts.platform_label.clone(),
+        };
+        self.steps.insert(name.to_string(), source);
     }
 
     fn history(&self, st: &mut StageState, created_by: String, empty_layer: bool) {

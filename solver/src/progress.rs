@@ -13,6 +13,11 @@ pub enum ProgressEvent {
     Started { vertex: String, name: String },
     /// A step was found in the cache.
     Cached { vertex: String, name: String },
+    /// A step's cached result cannot be used, and why (sent before it runs; in a dry
+    /// run, instead of running). `kind` names the reason for programs: `files`,
+    /// `mode`, `build_arg`, `env`, `base_image`, `parent`, `input`, `instruction`,
+    /// `option`, `evicted`, `no_cache`, `no_cache_filter`, `no_record`.
+    CacheMiss { vertex: String, name: String, kind: String, reason: String, dry_run: bool },
     /// A line of a step's output (stream 1 = stdout, 2 = stderr).
     Log { vertex: String, stream: u8, line: String },
     /// A step finished.

@@ -26,13 +26,18 @@ use crate::graph::{Graph, NodeId, Op};
 use crate::progress::{ProgressEvent, ProgressSink};
 use crate::worker::{Output, Solved, StepContext, Worker, WorkerError};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SolveOptions {
     pub jobs: usize,
     /// Ignore the cache for every step (`--no-cache`).
     pub no_cache: bool,
     /// Ignore the cache for the steps of these stages (`--no-cache-filter`).
     pub no_cache_filter: Vec<String>,
+    /// Compute every key and look it up, run nothing (`build --dry-run`): a step that
+    /// misses is reported as one that would run, and its output is left empty.
+    pub dry_run: bool,
+    /// Told of every step's key, why a step misses, and how it ended.
+    pub observer: Option<Arc<dyn StepObserver>>,
 }
 
 impl Default for SolveOptions {
@@ -41,8 +46,54 @@ impl Default for SolveOptions {
             jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             no_cache: false,
             no_cache_filter: Vec::new(),
+            dry_run: false,
+            observer: None,
         }
     }
+}
+
+impl std::fmt::Debug for SolveOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SolveOptions")
+            .field("jobs", &self.jobs)
+            .field("no_cache", &self.no_cache)
+            .field("no_cache_filter", &self.no_cache_filter)
+            .field("dry_run", &self.dry_run)
+            .finish()
+    }
+}
+
+/// Why a step's cached result is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissCause {
+    /// `--no-cache`.
+    NoCache,
+    /// `--no-cache-filter` names one of its stages.
+    NoCacheFilter,
+    /// Its key is in no cache: this store's, nor an imported one.
+    NotFound,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepResult {
+    Cached,
+    Ran,
+    Failed,
+    /// `--dry-run`: it would run.
+    WouldRun,
+}
+
+/// Watches a solve step by step (the build's record, and the reasons for misses). Each
+/// method is called from the step's own task and must not block for long.
+pub trait StepObserver: Send + Sync {
+    /// The step's key is known: its inputs' keys and the content key the worker gave.
+    fn keyed(&self, id: &NodeId, key: &[u8; 32], input_keys: &[[u8; 32]], content: Option<&[u8; 32]>);
+    /// The step misses and will run (or would, in a dry run): why, in one line — the
+    /// kind of reason and its text.
+    fn explain(&self, id: &NodeId, cause: MissCause) -> Option<(String, String)>;
+    /// The step ended.
+    fn ended(&self, id: &NodeId, result: StepResult, elapsed: std::time::Duration);
 }
 
 /// A failed build: which step, and why.
@@ -226,6 +277,10 @@ impl<W: Worker> NodeRun<W> {
         }
         let content = self.worker.content_key(&self.node, &solved_inputs).await.map_err(|e| self.fail(e))?;
         let key = cache_key(&self.id, solved_inputs.iter().map(|i| &i.cache_key), content.as_ref());
+        if let Some(o) = &self.options.observer {
+            let input_keys: Vec<[u8; 32]> = solved_inputs.iter().map(|i| i.cache_key).collect();
+            o.keyed(&self.id, &key, &input_keys, content.as_ref());
+        }
 
         let is_source = matches!(self.node.op, Op::Image { .. });
         let bypass = !is_source
@@ -245,11 +300,59 @@ impl<W: Worker> NodeRun<W> {
                     if !is_source {
                         self.progress.send(ProgressEvent::Cached { vertex: self.id.to_string(), name: self.name() });
                     }
+                    self.ended(StepResult::Cached, std::time::Duration::ZERO);
                     return Ok(Arc::new(Solved { output: rec.output, cache_key: key, cached: true, imported }));
                 }
             }
         }
+        let cause = if !bypass {
+            MissCause::NotFound
+        } else if self.options.no_cache {
+            MissCause::NoCache
+        } else {
+            MissCause::NoCacheFilter
+        };
+        if !is_source {
+            self.explain_miss(cause);
+        }
+        if self.options.dry_run {
+            // Nothing runs: later steps get an empty output and their own keys.
+            if !is_source {
+                self.ended(StepResult::WouldRun, std::time::Duration::ZERO);
+            }
+            return Ok(Arc::new(Solved {
+                output: Output::Layers(Vec::new()),
+                cache_key: key,
+                cached: false,
+                imported: None,
+            }));
+        }
         self.execute(key).await
+    }
+
+    /// Report why the step will run (a line under it in the progress).
+    fn explain_miss(&self, cause: MissCause) {
+        let (kind, reason) = match self.options.observer.as_ref().and_then(|o| o.explain(&self.id, cause)) {
+            Some(r) => r,
+            None => match cause {
+                MissCause::NoCache => ("no_cache".to_string(), "--no-cache".to_string()),
+                MissCause::NoCacheFilter => ("no_cache_filter".to_string(), "--no-cache-filter".to_string()),
+                MissCause::NotFound => ("no_record".to_string(), "no earlier build of this step".to_string()),
+            },
+        };
+        self.progress.send(ProgressEvent::CacheMiss {
+            vertex: self.id.to_string(),
+            name: self.name(),
+            kind,
+            reason,
+            dry_run: self.options.dry_run,
+        });
+    }
+
+    fn ended(&self, result: StepResult, elapsed: std::time::Duration) {
+        if let Some(o) = &self.options.observer {
+            o.ended(&self.id, result, elapsed);
+        }
     }
 
     /// The solved output with its files here: an imported one is materialized, or
@@ -305,6 +408,7 @@ impl<W: Worker> NodeRun<W> {
                     name: name.clone(),
                     elapsed: started.elapsed(),
                 });
+                self.ended(StepResult::Ran, started.elapsed());
                 let created = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
@@ -323,6 +427,7 @@ impl<W: Worker> NodeRun<W> {
                     name: name.clone(),
                     error: e.to_string(),
                 });
+                self.ended(StepResult::Failed, started.elapsed());
                 Err(self.fail(e))
             }
         }

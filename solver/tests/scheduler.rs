@@ -133,7 +133,7 @@ async fn solve(
 }
 
 fn opts() -> SolveOptions {
-    SolveOptions { jobs: 4, no_cache: false, no_cache_filter: Vec::new() }
+    SolveOptions { jobs: 4, no_cache: false, no_cache_filter: Vec::new(), ..Default::default() }
 }
 
 /// base → run (env) → copy-like step with content.
@@ -177,6 +177,27 @@ async fn keys_change_with_exactly_their_inputs() {
     let (g3, t3) = chain("sha256:bb", "A=1");
     let base = solve(&worker, &e, &g3, &[t3], opts()).await.unwrap();
     assert!(base.iter().all(|(k, v)| v != &first[k]), "{base:?}");
+}
+
+#[tokio::test]
+async fn a_dry_run_runs_nothing_and_its_keys_are_the_real_build_s() {
+    let worker = Arc::new(FakeWorker::default());
+    worker.content.lock().unwrap().insert("copy".into(), b"files v1".to_vec());
+    let e = env();
+    let (g, t) = chain("sha256:aa", "A=1");
+    let dry = SolveOptions { dry_run: true, ..opts() };
+    let would = solve(&worker, &e, &g, &[t], dry.clone()).await.unwrap();
+    assert!(worker.runs().is_empty(), "a dry run ran {:?}", worker.runs());
+    assert!(std::fs::read_dir(e._dir.path().join("cache")).unwrap().next().is_none(), "a dry run wrote a cache record");
+    let real = solve(&worker, &e, &g, &[t], opts()).await.unwrap();
+    assert_eq!(would, real, "the dry run's keys are not the build's");
+    // Content changes: the dry run's key moves with it, and still nothing runs.
+    worker.content.lock().unwrap().insert("copy".into(), b"files v2".to_vec());
+    let before = worker.runs().len();
+    let would = solve(&worker, &e, &g, &[t], dry).await.unwrap();
+    assert_eq!(worker.runs().len(), before);
+    assert_eq!(would["run"], real["run"]);
+    assert_ne!(would["copy"], real["copy"]);
 }
 
 #[tokio::test]

@@ -29,6 +29,8 @@ pub struct LoweredBuild {
     pub configs: Vec<ImageConfig>,
     /// Step → its Dockerfile line, for error messages.
     pub step_lines: BTreeMap<String, usize>,
+    /// Step → where it comes from (the build's record compares steps by this).
+    pub steps: BTreeMap<String, lower::StepSource>,
 }
 
 pub fn lower_all(
@@ -91,13 +93,15 @@ pub fn lower_all(
     let mut targets = Vec::new();
     let mut configs = Vec::new();
     let mut step_lines = BTreeMap::new();
+    let mut steps = BTreeMap::new();
     for l in lowerings {
         graph.merge(l.graph);
         targets.push(l.target);
         configs.push(l.config);
         step_lines.extend(l.step_lines);
+        steps.extend(l.steps);
     }
-    Ok(LoweredBuild { graph, targets, configs, step_lines })
+    Ok(LoweredBuild { graph, targets, configs, step_lines, steps })
 }
 
 /// Every RUN of a foreign platform needs a QEMU emulator in binfmt_misc: say which one

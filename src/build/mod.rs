@@ -25,6 +25,8 @@ pub mod source;
 
 use crate::cache::import::ImportedCache;
 use crate::cli::{BuildArgs, Cli, ProgressMode};
+use crate::history::record::History;
+use crate::history::recorder::Recorder;
 use crate::progress::Progress;
 use crate::Result;
 
@@ -40,6 +42,13 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let store = crate::open_store(cli)?;
     let mut inputs = inputs::BuildInputs::gather(&plan, &source)?;
     let progress = Progress::start(plan.progress);
+    let identity = crate::history::recorder::BuildIdentity {
+        context: if plan.remote { plan.context.clone() } else { source.context_dir.display().to_string() },
+        dockerfile: source.dockerfile_path.display().to_string(),
+        target: plan.target.clone(),
+        platforms: plan.platforms.iter().map(|p| p.to_string()).collect(),
+    };
+    let mut recorder: Option<std::sync::Arc<Recorder>> = None;
     let outcome: Result<Outcome> = async {
         let client = strata_oci::registry::RegistryClient::new(crate::registry_options(cli))
             .map_err(|e| crate::Failure::build(format!("error: {e}")))?;
@@ -58,6 +67,14 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             Some(task) => task.await.map_err(|e| crate::Failure::build(format!("error: importing the cache: {e}")))?,
             None => ImportedCache::default(),
         };
+        let rec = std::sync::Arc::new(Recorder::new(
+            lowered.steps.clone(),
+            lowered.step_lines.clone(),
+            History::at(store.root()),
+            &identity,
+            plan.no_cache_filter.clone(),
+        ));
+        recorder = Some(rec.clone());
         let solved = solving::solve(
             cli,
             args,
@@ -70,8 +87,12 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             &client,
             source.epoch,
             progress.sink(),
+            Some(&rec),
         )
         .await?;
+        if plan.dry_run {
+            return Ok(Outcome::DryRun);
+        }
         let inline = plan.cache_to.iter().any(|c| c.target == crate::cache::spec::ExportTarget::Inline);
         let exported = crate::outputs::export(crate::outputs::ExportRequest {
             args,
@@ -102,9 +123,25 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     }
     .await;
     let summary = progress.finish().await;
+    if let Some(rec) = recorder.filter(|_| !plan.dry_run) {
+        let record = rec.finish(&identity, outcome.is_ok());
+        if let Err(e) = rec.history().write(&record) {
+            tracing::warn!("could not keep the build's record: {e}");
+        }
+    }
     match outcome? {
         Outcome::Graph(text) => print!("{text}"),
         Outcome::Built(exported) => report(plan.progress, &summary, &exported),
+        Outcome::DryRun => {
+            if plan.progress != ProgressMode::Rawjson {
+                eprintln!(
+                    "Dry run: {} step{} would run, {} cached; nothing was run or written",
+                    summary.would_run,
+                    if summary.would_run == 1 { "" } else { "s" },
+                    summary.cached
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -126,6 +163,8 @@ enum Outcome {
     /// `--print-graph`: the graph, rendered.
     Graph(String),
     Built(crate::outputs::Exported),
+    /// `--dry-run`: the verdicts were printed as progress.
+    DryRun,
 }
 
 /// The last line: the image ID alone with `-q`, else a summary (none in rawjson).

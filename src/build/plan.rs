@@ -99,6 +99,8 @@ pub struct BuildPlan {
     /// Some output needs the result's files or blobs on this machine (everything but a
     /// push): imported cache records are then brought in.
     pub needs_local_result: bool,
+    /// `--dry-run`: keys computed and looked up, nothing run, exported or recorded.
+    pub dry_run: bool,
 }
 
 impl BuildPlan {
@@ -222,7 +224,8 @@ impl BuildPlan {
             jobs: cli.jobs,
             cache_from,
             cache_to,
-            needs_local_result,
+            needs_local_result: needs_local_result && !args.dry_run,
+            dry_run: args.dry_run,
         })
     }
 }

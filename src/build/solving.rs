@@ -67,6 +67,7 @@ pub async fn solve(
     client: &RegistryClient,
     epoch: Option<i64>,
     progress: &ProgressSink,
+    recorder: Option<&Arc<crate::history::recorder::Recorder>>,
 ) -> Result<SolvedBuild> {
     let root = store.root().to_path_buf();
     let runc =
@@ -90,13 +91,19 @@ pub async fn solve(
     let cache = CacheIndex::open(&root)
         .map_err(|e| Failure::build(format!("error: cache index: {e}")))?
         .with_imported(imported.records);
+    let graph = Arc::new(lowered.graph);
+    if let Some(r) = recorder {
+        r.attach(graph.clone(), worker.clone(), cache.imported_len());
+    }
     let solve_opts = SolveOptions {
         jobs: plan.jobs.unwrap_or_else(|| SolveOptions::default().jobs),
         no_cache: plan.no_cache,
         no_cache_filter: plan.no_cache_filter.clone(),
+        dry_run: plan.dry_run,
+        observer: recorder.map(|r| r.clone() as Arc<dyn strata_solver::scheduler::StepObserver>),
     };
     let mut pushed_ahead = None;
-    if solve_opts.jobs > 1 {
+    if solve_opts.jobs > 1 && !plan.dry_run {
         if let Some(opts) = crate::outputs::layer_options(args, epoch)? {
             let push_to = crate::outputs::push_targets(&crate::outputs::output_specs(args)?, args)?;
             let push = (!push_to.is_empty()).then(|| {
@@ -104,7 +111,7 @@ pub async fn solve(
                 pushed_ahead = Some(ahead.clone());
                 (client.clone(), push_to, ahead)
             });
-            write_layers_ahead(&worker, store, &lowered.graph, &lowered.targets, opts, push);
+            write_layers_ahead(&worker, store, &graph, &lowered.targets, opts, push);
         }
     }
     let scheduler = Scheduler::new(worker.clone(), cache.clone(), solve_opts, progress.clone());
@@ -114,7 +121,6 @@ pub async fn solve(
             let _ = cancel.send(true);
         }
     });
-    let graph = Arc::new(lowered.graph);
     // Imported records stay blobs unless an output needs the result here.
     let solved = scheduler.solve_with(graph.clone(), &lowered.targets, plan.needs_local_result).await;
     ctrl_c.abort();
@@ -127,7 +133,11 @@ pub async fn solve(
         let result =
             solved.get(target).ok_or_else(|| Failure::build("error: the solver returned no result for the target"))?;
         // Without SOURCE_DATE_EPOCH, an unchanged result keeps its first build's timestamps.
-        let config = if epoch.is_none() { crate::created::reuse(&root, &result.cache_key, config) } else { config };
+        let config = if epoch.is_none() && !plan.dry_run {
+            crate::created::reuse(&root, &result.cache_key, config)
+        } else {
+            config
+        };
         images.push(PlatformImage { layers: result.output.layers().to_vec(), config });
     }
     let graph = crate::cache::export::SolvedGraph { graph, targets: lowered.targets, platforms, nodes: solved, cache };
