@@ -48,6 +48,37 @@ fn run_has_no_mount_or_module_capabilities() {
     assert!(o.status.success(), "privileged operation allowed: {}", text(&o));
 }
 
+/// BuildKit's RUN runs under Docker's default seccomp profile (issue #14): `Seccomp: 2`,
+/// `unshare -U` refused with EPERM (the step sees an error, the build goes on), chroot
+/// allowed (CAP_SYS_CHROOT is a default capability); `--security=insecure` lifts it.
+#[test]
+fn run_is_confined_by_the_default_seccomp_profile_unless_insecure() {
+    if test_env().is_none() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let probe = "grep '^Seccomp:' /proc/self/status | tr -d '\\t' > /seccomp && \\\n    \
+        (unshare -U true 2> /unshare.err; echo $? > /unshare) && \\\n    \
+        (unshare -m true 2>> /unshare.err; echo $? >> /unshare) && chroot / true && cat /seccomp /unshare /unshare.err";
+    let df = format!("FROM busybox\nRUN {probe}\n");
+    let (o, ctx) = build(root.path(), &df, &[]);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    let rootfs = umoci_unpack(&ctx.path().join("out.tar"), &ctx.path().join("read"), "latest");
+    assert_eq!(std::fs::read_to_string(rootfs.join("seccomp")).unwrap(), "Seccomp:2\n", "{log}");
+    assert_eq!(std::fs::read_to_string(rootfs.join("unshare")).unwrap(), "1\n1\n", "unshare was allowed: {log}");
+    let err = std::fs::read_to_string(rootfs.join("unshare.err")).unwrap();
+    assert_eq!(err.matches("Operation not permitted").count(), 2, "not EPERM: {err}");
+
+    let df = format!("FROM busybox\nRUN --security=insecure {probe}\n");
+    let (o, ctx) = build(root.path(), &df, &["--allow", "security.insecure"]);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    let rootfs = umoci_unpack(&ctx.path().join("out.tar"), &ctx.path().join("read"), "latest");
+    assert_eq!(std::fs::read_to_string(rootfs.join("seccomp")).unwrap(), "Seccomp:0\n", "{log}");
+    assert_eq!(std::fs::read_to_string(rootfs.join("unshare")).unwrap(), "0\n0\n", "{log}");
+}
+
 #[test]
 fn security_insecure_needs_the_entitlement_and_then_has_every_capability() {
     if test_env().is_none() {

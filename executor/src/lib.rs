@@ -21,6 +21,7 @@
 //! - [`context`]: local contexts: what a COPY selects and its content hash (the cache
 //!   key), with a persistent stat cache.
 //! - [`sandbox`]: the runc bundle (OCI runtime config) and the run of one process.
+//! - [`seccomp`]: the default seccomp profile of a RUN (Docker's syscalls, strata's data).
 //! - [`emulation`]: QEMU user emulation checks for foreign-platform RUN steps.
 //! - [`remove`]: removal of the store's own scratch trees.
 pub mod chmod;
@@ -32,6 +33,7 @@ pub mod mount;
 pub mod remove;
 pub mod root;
 pub mod sandbox;
+pub mod seccomp;
 pub mod snapshot;
 pub mod unpack;
 pub mod users;

@@ -334,6 +334,8 @@ fn build_config(rootfs: &Path, etc: &Path, spec: &SandboxSpec) -> Result<Spec, S
     let default_linux = oci_spec::runtime::Linux::default();
     let mut linux = LinuxBuilder::default().namespaces(namespaces);
     if !spec.insecure {
+        // BuildKit's RUN runs under Docker's default seccomp profile; insecure lifts it.
+        linux = linux.seccomp(crate::seccomp::default_profile(&caps, std::env::consts::ARCH).map_err(err)?);
         if let Some(masked) = default_linux.masked_paths() {
             linux = linux.masked_paths(masked.clone());
         }

@@ -215,7 +215,7 @@ fn name_some(items: &[String]) -> String {
     s
 }
 
-fn short(text: &str) -> String {
+pub fn short(text: &str) -> String {
     let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() <= TEXT_WIDTH {
         return one_line;

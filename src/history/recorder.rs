@@ -193,7 +193,7 @@ impl StepObserver for Recorder {
             let steps = self.steps();
             return steps.values().find(|s| s.name == owner).and_then(|s| s.reason.clone());
         };
-        let text = |why: &str| format!("{}: {why}", step.text.split_whitespace().collect::<Vec<_>>().join(" "));
+        let text = |why: &str| format!("{}: {why}", explain::short(&step.text));
         let reason = match cause {
             MissCause::NoCache => ("no_cache".to_string(), text("--no-cache")),
             MissCause::NoCacheFilter => {
