@@ -23,6 +23,7 @@ mod progress;
 mod prune;
 mod remote_context;
 mod resolve;
+mod rootless;
 mod ssh_keys;
 mod tty;
 mod units;
@@ -57,10 +58,21 @@ impl<E: std::fmt::Display> From<E> for Failure {
 pub type Result<T> = std::result::Result<T, Failure>;
 
 fn main() -> ExitCode {
+    if let Some(code) = rootless::helper_main() {
+        return code;
+    }
     let mut cli = cli::Cli::parse();
     if let Err(f) = cli.apply_config() {
         eprintln!("{}", f.message);
         return ExitCode::from(f.code);
+    }
+    // An ordinary user's strata works in a user namespace of its own (before any
+    // thread starts: unshare needs a single-threaded process).
+    if !matches!(cli.command, cli::Command::Completion { .. }) {
+        if let Err(message) = rootless::enter_if_unprivileged() {
+            eprintln!("{message}");
+            return ExitCode::from(1);
+        }
     }
     let filter = tracing_subscriber::EnvFilter::try_new(format!(
         "strata={0},strata_executor={0},strata_solver={0},strata_oci={0}",
@@ -147,7 +159,7 @@ pub fn store_root(cli: &cli::Cli) -> std::path::PathBuf {
         // Absolute, so runc bundles and mounts never depend on the working directory.
         return std::path::absolute(r).unwrap_or_else(|_| r.clone());
     }
-    if rustix::process::geteuid().is_root() {
+    if rustix::process::geteuid().is_root() && !rootless::entered() {
         return "/var/lib/strata".into();
     }
     let base = std::env::var_os("XDG_DATA_HOME")

@@ -21,6 +21,7 @@
 //! - [`context`]: local contexts: what a COPY selects and its content hash (the cache
 //!   key), with a persistent stat cache.
 //! - [`sandbox`]: the runc bundle (OCI runtime config) and the run of one process.
+//! - [`userns`]: running in a user namespace (rootless): what changes for overlayfs and runc.
 //! - [`seccomp`]: the default seccomp profile of a RUN (Docker's syscalls, strata's data).
 //! - [`emulation`]: QEMU user emulation checks for foreign-platform RUN steps.
 //! - [`remove`]: removal of the store's own scratch trees.
@@ -36,5 +37,6 @@ pub mod sandbox;
 pub mod seccomp;
 pub mod snapshot;
 pub mod unpack;
+pub mod userns;
 pub mod users;
 pub mod worker;

@@ -72,6 +72,10 @@ fn mount_overlay_fsconfig(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, tar
     for l in lowers.iter().rev() {
         fsconfig_set_string(&fs, "lowerdir+", l)?;
     }
+    if crate::userns::in_user_namespace() {
+        // Unprivileged overlayfs (Linux 5.11+): its metadata in user.overlay.* xattrs.
+        fsconfig_set_flag(&fs, "userxattr")?;
+    }
     if let Some((up, work)) = upper {
         fsconfig_set_string(&fs, "upperdir", up)?;
         fsconfig_set_string(&fs, "workdir", work)?;
@@ -93,6 +97,9 @@ fn mount_overlay_fsconfig(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, tar
 fn mount_overlay_legacy(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, target: &Path) -> io::Result<()> {
     let lower = lowers.iter().rev().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>().join(":");
     let mut data = format!("lowerdir={lower}");
+    if crate::userns::in_user_namespace() {
+        data.push_str(",userxattr");
+    }
     if let Some((up, work)) = upper {
         data.push_str(&format!(",upperdir={},workdir={}", up.display(), work.display()));
     }

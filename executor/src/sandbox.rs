@@ -306,13 +306,26 @@ fn build_config(rootfs: &Path, etc: &Path, spec: &SandboxSpec) -> Result<Spec, S
     };
     // In KiB, as docker writes it (a size the kernel does not round).
     let shm_size = format!("size={}k", spec.shm_size.map(|b| b.div_ceil(1024)).unwrap_or(65536));
+    // In a user namespace (rootless) sysfs cannot be mounted without a network namespace
+    // of its own, and devpts takes no gid= that may be unmapped: as runc's rootless spec.
+    let rootless = crate::userns::in_user_namespace();
+    let devpts_opts: &[&str] = if rootless {
+        &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
+    } else {
+        &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]
+    };
+    let sys = if rootless {
+        m("/sys", "none", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"])?
+    } else {
+        m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?
+    };
     let mut mounts = vec![
         m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         m("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
-        m("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
+        m("/dev/pts", "devpts", "devpts", devpts_opts)?,
         m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &shm_size])?,
         m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        sys,
     ];
     for f in ["resolv.conf", "hosts", "hostname"] {
         let src = etc.join(f);

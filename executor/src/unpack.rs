@@ -223,6 +223,8 @@ pub enum UnpackError {
     TooManySymlinks { entry: String },
     #[error("cannot place {entry:?}: the path is too deep")]
     PathTooDeep { entry: String },
+    #[error("{entry:?} is owned by {uid}:{gid}, an id this user namespace does not map: {hint}")]
+    UnmappedOwner { entry: String, uid: u32, gid: u32, hint: &'static str },
     #[error("layer diff_id mismatch: expected {expected}, the uncompressed stream has {actual}; the blob is corrupt or not the layer the image config names")]
     DiffIdMismatch { expected: Digest, actual: Digest },
 }
@@ -367,6 +369,22 @@ fn is_unsupported(e: Errno) -> bool {
 impl Unpacker<'_> {
     fn io_err<'a>(&'a self, op: &'static str, entry: &'a [u8]) -> impl FnOnce(Errno) -> UnpackError + 'a {
         move |e| UnpackError::Io { op, entry: lossy(entry), dest: self.dest.clone(), source: e.into() }
+    }
+
+    /// A failed chown: in a user namespace, EINVAL means the owner is not mapped.
+    fn chown_err<'a>(&'a self, entry: &'a [u8], meta: &'a Meta) -> impl FnOnce(Errno) -> UnpackError + 'a {
+        move |e| {
+            if e == Errno::INVAL && crate::userns::in_user_namespace() {
+                UnpackError::UnmappedOwner {
+                    entry: lossy(entry),
+                    uid: meta.uid,
+                    gid: meta.gid,
+                    hint: crate::userns::UNMAPPED_OWNER_HINT,
+                }
+            } else {
+                self.io_err("changing the owner of", entry)(e)
+            }
+        }
     }
 
     fn resolve_err(&self, entry: &[u8], e: ResolveError) -> UnpackError {
@@ -672,8 +690,9 @@ impl Unpacker<'_> {
         let pfd = self.resolve_dir(parent, true).map_err(|e| self.resolve_err(raw, e))?;
         let dfd = rustix::fs::openat(&pfd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(self.io_err("opening the directory of", raw))?;
-        rustix::fs::fsetxattr(&dfd, "trusted.overlay.opaque", b"y", XattrFlags::empty()).map_err(
-            self.io_err("marking opaque (trusted.overlay.opaque; needs CAP_SYS_ADMIN) the directory of", raw),
+        let xattr = format!("{}opaque", crate::userns::overlay_xattr_prefix());
+        rustix::fs::fsetxattr(&dfd, xattr.as_str(), b"y", XattrFlags::empty()).map_err(
+            self.io_err("marking opaque (overlay's opaque xattr; trusted.* needs CAP_SYS_ADMIN) the directory of", raw),
         )?;
         self.stats.opaque_dirs += 1;
         Ok(())
@@ -685,7 +704,7 @@ impl Unpacker<'_> {
     /// clears setuid/setgid).
     fn apply_fd_meta(&mut self, raw: &[u8], fd: BorrowedFd<'_>, meta: &Meta) -> Result<(), UnpackError> {
         rustix::fs::fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
-            .map_err(self.io_err("changing the owner of", raw))?;
+            .map_err(self.chown_err(raw, meta))?;
         rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(self.io_err("changing the mode of", raw))?;
         for (name, value) in &meta.xattrs {
             if skip_xattr(name) {
@@ -717,7 +736,7 @@ impl Unpacker<'_> {
             Some(Gid::from_raw(meta.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
-        .map_err(self.io_err("changing the owner of", raw))?;
+        .map_err(self.chown_err(raw, meta))?;
         if chmod {
             // `name` was just created by mknodat (not a symlink), so following is moot.
             rustix::fs::chmodat(pfd, name, Mode::from_raw_mode(meta.mode), AtFlags::empty())

@@ -262,7 +262,8 @@ impl LocalWorker {
                 Some(&media_type),
                 &upper,
                 &crate::unpack::UnpackOptions {
-                    allow_devices: rustix::process::geteuid().is_root(),
+                    // Not in a user namespace: the kernel refuses device nodes there.
+                    allow_devices: rustix::process::geteuid().is_root() && !crate::userns::in_user_namespace(),
                     verify_diff_id: verify,
                 },
             )
