@@ -343,8 +343,16 @@ pub fn selection(
 fn summarize_entry(rel: String, bytes: &[u8]) -> Option<SelectedFile> {
     let rest = bytes.strip_prefix(rel.as_bytes())?.strip_prefix(b"\0")?;
     let mode = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
-    let digest = blake3::hash(&rest[4..]);
-    let content = u64::from_le_bytes(digest.as_bytes()[..8].try_into().ok()?);
+    let tail = &rest[4..];
+    // A regular file: its size and the hex of its content hash, whose first 16 digits
+    // are taken as they are (no second hash of 30 000 entries); else (a symlink's
+    // target) a hash of what follows.
+    let content = match tail.get(8..24).and_then(|h| std::str::from_utf8(h).ok()) {
+        Some(hex) if tail.len() == 8 + 64 => {
+            u64::from_str_radix(hex, 16).ok()? ^ u64::from_le_bytes(tail[..8].try_into().ok()?)
+        }
+        _ => u64::from_le_bytes(blake3::hash(tail).as_bytes()[..8].try_into().ok()?),
+    };
     Some(SelectedFile { path: rel, mode, content })
 }
 

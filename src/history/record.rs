@@ -192,6 +192,11 @@ impl History {
         serde_json::from_reader(std::io::BufReader::new(reader)).ok()
     }
 
+    /// Are the entries of a content key stored?
+    pub fn has_files(&self, content: &str) -> bool {
+        self.files_path(content).is_some_and(|p| p.exists())
+    }
+
     /// Store the entries of a content key, unless they are stored already.
     pub fn put_files(&self, content: &str, files: &[SelectedFile]) -> std::io::Result<()> {
         let Some(path) = self.files_path(content) else { return Ok(()) };

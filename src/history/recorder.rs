@@ -103,7 +103,7 @@ impl Recorder {
             v
         };
         for s in &steps {
-            if let Some(content) = &s.files {
+            if let Some(content) = s.files.as_ref().filter(|c| !self.history.has_files(c)) {
                 if let Some(files) = self.files(content) {
                     if let Err(e) = self.history.put_files(content, &files) {
                         tracing::warn!("history: storing the files of {}: {e}", s.name);
