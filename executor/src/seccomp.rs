@@ -58,11 +58,14 @@ fn cap_name(c: &Capability) -> String {
     serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
-/// The seccomp architectures of a host architecture (the native one and the ones its
-/// kernel also runs).
+/// The seccomp architectures of a host architecture (the native one and the 32-bit
+/// one its kernel also runs).
 fn architectures(host: &str) -> Vec<Arch> {
     match host {
-        "x86_64" => vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32],
+        // Docker also lists x32, an ABI distribution kernels leave off; each architecture
+        // costs runc ~15 ms per step to compile (measured: 30 ms for three, 17 for two),
+        // and an x32 syscall meets the filter's wrong-architecture action instead.
+        "x86_64" => vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86],
         "aarch64" => vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm],
         "x86" => vec![Arch::ScmpArchX86],
         "arm" => vec![Arch::ScmpArchArm],
