@@ -312,12 +312,10 @@ impl<W: Worker> NodeRun<W> {
         } else {
             MissCause::NoCacheFilter
         };
-        if !is_source {
-            self.explain_miss(cause);
-        }
         if self.options.dry_run {
             // Nothing runs: later steps get an empty output and their own keys.
             if !is_source {
+                self.explain_miss(cause);
                 self.ended(StepResult::WouldRun, std::time::Duration::ZERO);
             }
             return Ok(Arc::new(Solved {
@@ -327,7 +325,7 @@ impl<W: Worker> NodeRun<W> {
                 imported: None,
             }));
         }
-        self.execute(key).await
+        self.execute(key, (!is_source).then_some(cause)).await
     }
 
     /// Report why the step will run (a line under it in the progress).
@@ -370,7 +368,7 @@ impl<W: Worker> NodeRun<W> {
                         self.name()
                     ),
                 });
-                self.execute(s.cache_key).await
+                self.execute(s.cache_key, None).await
             }
             Err(WorkerError::Cancelled) => {
                 Err(Arc::new(SolveError { step: self.name(), error: WorkerError::Cancelled }))
@@ -388,8 +386,10 @@ impl<W: Worker> NodeRun<W> {
         }
     }
 
-    /// Run the step on its inputs' local outputs and record the result under `key`.
-    async fn execute(&self, key: [u8; 32]) -> Result<Arc<Solved>, Arc<SolveError>> {
+    /// Run the step on its inputs' local outputs and record the result under `key`;
+    /// `miss`: why the cache was not used, reported as the step starts (after it got
+    /// its permit, so the progress shows steps in the order they run).
+    async fn execute(&self, key: [u8; 32], miss: Option<MissCause>) -> Result<Arc<Solved>, Arc<SolveError>> {
         let mut inputs = Vec::with_capacity(self.local_inputs.len());
         for f in &self.local_inputs {
             inputs.push(f.clone().await?);
@@ -398,6 +398,9 @@ impl<W: Worker> NodeRun<W> {
         let _permit = self.permits.acquire().await.map_err(|e| self.fail(WorkerError::other(e)))?;
         if let Some(e) = self.cancelled() {
             return Err(e);
+        }
+        if let Some(cause) = miss {
+            self.explain_miss(cause);
         }
         let started = Instant::now();
         self.progress.send(ProgressEvent::Started { vertex: self.id.to_string(), name: name.clone() });
