@@ -34,6 +34,13 @@ fn run(root: &Path, global: &[String], cfg: &Path, args: &[&str]) -> Output {
         .expect("run strata")
 }
 
+/// `strata imagetools create --progress=plain -t TAG SOURCE...` with its store at `root`.
+fn merge(root: &Path, global: &[String], cfg: &Path, tag: &str, sources: &[String]) -> Output {
+    let mut args = vec!["imagetools", "create", "--progress=plain", "-t", tag];
+    args.extend(sources.iter().map(String::as_str));
+    run(root, global, cfg, &args)
+}
+
 fn context(registry: &str) -> tempfile::TempDir {
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -128,19 +135,12 @@ fn two_runners_then_merge(env: &HashMap<String, String>, registry: &str) {
     let arm = build_by_digest(&global, cfg.path(), ctx.path(), "linux/arm64", &repo);
 
     let merger = tempfile::tempdir().unwrap();
-    let o = run(
+    let o = merge(
         merger.path(),
         &global,
         cfg.path(),
-        &[
-            "imagetools",
-            "create",
-            "--progress=plain",
-            "-t",
-            &format!("{repo}:1"),
-            &format!("{repo}@{amd}"),
-            &format!("{repo}@{arm}"),
-        ],
+        &format!("{repo}:1"),
+        &[format!("{repo}@{amd}"), format!("{repo}@{arm}")],
     );
     assert!(o.status.success(), "{}", text(&o));
     let index = skopeo_raw(env, &format!("{repo}:1"));
@@ -222,20 +222,8 @@ fn sources_in_two_repositories_are_merged_into_a_third_by_mounts() {
     let amd = build_by_digest(&global, cfg.path(), ctx.path(), "linux/amd64", &r1);
     let arm = build_by_digest(&global, cfg.path(), ctx.path(), "linux/arm64", &r2);
     let merger = tempfile::tempdir().unwrap();
-    let o = run(
-        merger.path(),
-        &global,
-        cfg.path(),
-        &[
-            "imagetools",
-            "create",
-            "--progress=plain",
-            "-t",
-            &format!("{r3}:1"),
-            &format!("{r1}@{amd}"),
-            &format!("{r2}@{arm}"),
-        ],
-    );
+    let o =
+        merge(merger.path(), &global, cfg.path(), &format!("{r3}:1"), &[format!("{r1}@{amd}"), format!("{r2}@{arm}")]);
     let log = text(&o);
     assert!(o.status.success(), "{log}");
     // Every blob (2 configs, 2 base layers, 2 RUN layers) mounted, none sent.

@@ -148,7 +148,7 @@ impl LocalWorker {
 
     /// The cache mounts the steps of this build used (`--cache-to ...,mounts=true`).
     pub fn used_cache_mounts(&self) -> Vec<UsedCacheMount> {
-        let used = self.used_mounts.lock().expect("used mounts");
+        let used = self.used_mounts.lock().unwrap_or_else(|p| p.into_inner());
         used.iter()
             .map(|(name, id)| UsedCacheMount {
                 id: id.clone(),
@@ -167,13 +167,13 @@ impl LocalWorker {
     }
 
     fn stat_cache(&self, name: &str, dir: &Path) -> Arc<StatCache> {
-        let mut m = self.stat_caches.lock().expect("stat cache map");
+        let mut m = self.stat_caches.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(name.to_string()).or_insert_with(|| Arc::new(StatCache::load(&self.cfg.root, dir))).clone()
     }
 
     /// Persist the stat caches (call at the end of a build).
     pub fn flush(&self) {
-        for c in self.stat_caches.lock().expect("stat cache map").values() {
+        for c in self.stat_caches.lock().unwrap_or_else(|p| p.into_inner()).values() {
             if let Err(e) = c.save() {
                 tracing::warn!("could not save the stat cache: {e}");
             }
@@ -395,7 +395,7 @@ impl LocalWorker {
                     }
                     let name = key.finalize().to_hex()[..32].to_string();
                     let dir = self.cfg.root.join("cache-mounts").join(&name);
-                    self.used_mounts.lock().expect("used mounts").insert(name.clone(), cid.clone());
+                    self.used_mounts.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), cid.clone());
                     if !dir.exists() {
                         let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
                         let _ = crate::remove::remove_tree(&tmp);

@@ -340,6 +340,18 @@ impl Graph {
     /// stage, down its root file system input, through every input of a merge
     /// (`COPY --link`), not the stages it only copies from or mounts.
     pub fn layer_chain(&self, target: &NodeId) -> Vec<NodeId> {
+        self.file_system_chain(target)
+            .into_iter()
+            .filter(|id| {
+                self.get(id)
+                    .is_some_and(|n| matches!(n.op, Op::Exec(_) | Op::Copy(_) | Op::MkFile { .. } | Op::Mkdir { .. }))
+            })
+            .collect()
+    }
+
+    /// The nodes whose outputs make up `target`'s file system: [`Graph::layer_chain`]
+    /// with the merges it goes through and the base image it ends at.
+    pub fn file_system_chain(&self, target: &NodeId) -> Vec<NodeId> {
         let mut chain = Vec::new();
         let mut stack = vec![*target];
         let mut seen = std::collections::HashSet::new();
@@ -353,7 +365,11 @@ impl Graph {
                     chain.push(id);
                     stack.extend(node.inputs.first().copied());
                 }
-                Op::Merge => stack.extend(node.inputs.iter().copied()),
+                Op::Merge => {
+                    chain.push(id);
+                    stack.extend(node.inputs.iter().copied());
+                }
+                Op::Image { .. } => chain.push(id),
                 _ => {}
             }
         }

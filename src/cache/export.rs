@@ -61,7 +61,7 @@ fn step_records(solved: &SolvedGraph, mode: CacheMode, only: Option<usize>) -> V
         }
         let platform = solved.platforms.get(i).map(|p| p.to_string()).unwrap_or_default();
         let nodes = match mode {
-            CacheMode::Min => file_system_chain(&solved.graph, target),
+            CacheMode::Min => solved.graph.file_system_chain(target),
             CacheMode::Max => solved.graph.closure(*target),
         };
         for id in nodes {
@@ -79,33 +79,6 @@ fn step_records(solved: &SolvedGraph, mode: CacheMode, only: Option<usize>) -> V
         }
     }
     out.into_values().collect()
-}
-
-/// The nodes whose outputs make up `target`'s file system: its steps down to the base
-/// image (what `mode=min` exports).
-fn file_system_chain(graph: &Graph, target: &NodeId) -> Vec<NodeId> {
-    let mut chain = Vec::new();
-    let mut stack = vec![*target];
-    let mut seen = HashSet::new();
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        let Some(node) = graph.get(&id) else { continue };
-        match node.op {
-            Op::Exec(_) | Op::Copy(_) | Op::MkFile { .. } | Op::Mkdir { .. } => {
-                chain.push(id);
-                stack.extend(node.inputs.first().copied());
-            }
-            Op::Merge => {
-                chain.push(id);
-                stack.extend(node.inputs.iter().copied());
-            }
-            Op::Image { .. } => chain.push(id),
-            _ => {}
-        }
-    }
-    chain
 }
 
 /// The blob of each layer, as the image has it: a base or imported layer's own blob,
