@@ -60,8 +60,17 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Print an image's manifest and config as JSON
-    Inspect { name: String },
+    /// Print an image's manifest and config as JSON; with --attestations, the in-toto
+    /// statements a published image (REF or oci-layout://DIR[:TAG]) carries
+    Inspect {
+        name: String,
+        /// Print the attestations (provenance, SBOM) of a registry image or OCI layout
+        #[arg(long)]
+        attestations: bool,
+        /// With --attestations: only this predicate type (provenance, sbom, or a URI)
+        #[arg(long, requires = "attestations", value_name = "TYPE")]
+        predicate_type: Option<String>,
+    },
     /// Push an image from the store to a registry
     Push(PushArgs),
     /// Write an image from the store to a file (OCI layout tar or docker archive)
@@ -344,6 +353,16 @@ pub struct BuildArgs {
     /// Timestamp for reproducible output (seconds, or `git` for the last commit's time)
     #[arg(long, value_name = "SECONDS|git")]
     pub source_date_epoch: Option<String>,
+    /// SLSA v1 provenance: true, false, mode=min|max[,builder-id=URI] (default mode=min
+    /// when pushing or writing an OCI layout)
+    #[arg(long, value_name = "VALUE")]
+    pub provenance: Option<String>,
+    /// An SPDX 2.3 SBOM of the image's packages: true or false
+    #[arg(long, value_name = "VALUE")]
+    pub sbom: Option<String>,
+    /// Attestation: type=provenance[,mode=min|max] or type=sbom (repeatable)
+    #[arg(long, value_name = "SPEC")]
+    pub attest: Vec<String>,
 }
 
 impl Cli {

@@ -8,6 +8,7 @@
 //! what happens.
 
 mod annotations;
+mod attest;
 mod build;
 mod cache;
 mod cli;
@@ -112,7 +113,10 @@ async fn dispatch(cli: &cli::Cli) -> Result<()> {
         Command::Images => housekeeping::images(cli),
         Command::Tag { source, target } => housekeeping::tag(cli, source, target),
         Command::Rm { names } => housekeeping::rm(cli, names),
-        Command::Inspect { name } => housekeeping::inspect(cli, name),
+        Command::Inspect { name, attestations: false, .. } => housekeeping::inspect(cli, name),
+        Command::Inspect { name, attestations: true, predicate_type } => {
+            attest::inspect::run(cli, name, predicate_type.as_deref()).await
+        }
         Command::Push(p) => outputs::push_command(cli, p).await,
         Command::Save { name, output, format } => outputs::save_command(cli, name, output, format),
         Command::Load { input, tag } => housekeeping::load(cli, input, tag.as_deref()),

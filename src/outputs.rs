@@ -72,6 +72,8 @@ pub struct ExportRequest<'a> {
     pub pushed_ahead: Option<&'a crate::build::solving::PushAhead>,
     /// The build's registry client (it knows what was pushed already).
     pub client: &'a RegistryClient,
+    /// The attestations to attach to pushed images and OCI layouts, and what they record.
+    pub attest: Option<(&'a crate::attest::AttestRequest, &'a crate::attest::BuildFacts)>,
 }
 
 pub struct Exported {
@@ -324,7 +326,7 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let desc = strata_exporter::recompress::compress_image(req.store, &image, compression, cores)
             .map_err(|e| Failure::build(format!("error: compressing layers for {dest}: {e}")))?;
-        let mut desc = desc;
+        let mut desc = attach_attestations(req.store, &desc, req.attest)?;
         desc.annotations.extend(annotations.index_descriptor());
         if let Some(first) = args.tags.first() {
             desc.annotations.insert(
@@ -389,11 +391,23 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
         if let Some(ahead) = req.pushed_ahead {
             ahead.finish().await;
         }
+        // Attestations are about the manifests as pushed (compressed layers).
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let to_push = match req.attest.filter(|(a, _)| a.any()) {
+            Some(attest) => {
+                let compressed = tokio::task::block_in_place(|| {
+                    strata_exporter::recompress::compress_image(req.store, &image, opts.compression, cores)
+                })
+                .map_err(|e| Failure::build(format!("error: compressing layers: {e}")))?;
+                attach_attestations(req.store, &compressed, Some(attest))?
+            }
+            None => image.clone(),
+        };
         for target in &push_to {
             let pushed = push_image_to(
                 client,
                 req.store,
-                &image,
+                &to_push,
                 target,
                 opts.compression,
                 PushOptions::default(),
@@ -422,6 +436,18 @@ pub async fn export(req: ExportRequest<'_>) -> Result<Exported> {
             .map_err(|e| Failure::build(format!("error: --metadata-file {}: {e}", f.display())))?;
     }
     Ok(Exported { digest: reported.digest, image_id })
+}
+
+/// `image` with the build's attestations attached (an index with one attestation
+/// manifest per platform); `image` itself when none are asked for.
+fn attach_attestations(
+    store: &BlobStore,
+    image: &Descriptor,
+    attest: Option<(&crate::attest::AttestRequest, &crate::attest::BuildFacts)>,
+) -> Result<Descriptor> {
+    let Some((request, facts)) = attest.filter(|(a, _)| a.any()) else { return Ok(image.clone()) };
+    tokio::task::block_in_place(|| crate::attest::attach(store, image, request, facts))
+        .map_err(|e| Failure::build(format!("error: writing the attestations: {e}")))
 }
 
 /// What `--metadata-file` calls `image.name`, as buildx: the outputs' `name=` (else

@@ -19,6 +19,8 @@ use std::process::Command;
 pub struct Fetched {
     pub context: PathBuf,
     pub dockerfile: Option<Vec<u8>>,
+    /// A Git context's commit (provenance records it).
+    pub commit: Option<String>,
 }
 
 /// Is `s` a URL or Git address rather than a local path?
@@ -115,6 +117,13 @@ pub async fn fetch(spec: &str, dir: &Path) -> Result<Fetched, String> {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cloning {url}: {e}"))?;
+        let commit = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&checkout)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
         // BuildKit's git source leaves .git out of the context.
         let _ = std::fs::remove_dir_all(checkout.join(".git"));
         let context = match &subdir {
@@ -126,7 +135,7 @@ pub async fn fetch(spec: &str, dir: &Path) -> Result<Fetched, String> {
             },
             None => checkout,
         };
-        return Ok(Fetched { context, dockerfile: None });
+        return Ok(Fetched { context, dockerfile: None, commit });
     }
     if !(spec.starts_with("https://") || spec.starts_with("http://")) {
         return Err(format!("{spec}: unsupported URL scheme (https://, http://, git@, git://, ssh://)"));
@@ -147,12 +156,12 @@ pub async fn fetch(spec: &str, dir: &Path) -> Result<Fetched, String> {
         .map_err(|e| format!("{spec}: {e}"))?;
     if unpacked {
         let _ = std::fs::remove_file(&download);
-        return Ok(Fetched { context, dockerfile: None });
+        return Ok(Fetched { context, dockerfile: None, commit: None });
     }
     // Not an archive: the Dockerfile itself, with an empty context.
     let dockerfile = std::fs::read(&download).map_err(|e| format!("{}: {e}", download.display()))?;
     let _ = std::fs::remove_file(&download);
-    Ok(Fetched { context, dockerfile: Some(dockerfile) })
+    Ok(Fetched { context, dockerfile: Some(dockerfile), commit: None })
 }
 
 /// Unpack `file` into `dest` when it is a (possibly compressed) tar; false when not.

@@ -34,6 +34,25 @@ pub struct Resolver {
     cache: HashMap<(String, String), ResolvedImage>,
     /// The local contexts of files `ADD URL` downloaded: (name, directory).
     pub url_contexts: Vec<(String, PathBuf)>,
+    /// Every base image resolved, in the order first resolved (provenance names them).
+    pub bases: Vec<ResolvedBase>,
+    /// The index digest of the latest registry resolution (for [`ResolvedBase`]).
+    last_index: std::cell::Cell<Option<String>>,
+    /// Every `ADD URL` downloaded: (URL, the digest of what came).
+    pub downloads: Vec<(String, strata_oci::digest::Digest)>,
+}
+
+/// A base image as the build resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedBase {
+    /// The reference as the lowering asked for it (FROM's text, or a named context's).
+    pub written: String,
+    /// The full reference (`registry/repository:tag`, or `oci-layout://…`).
+    pub reference: String,
+    pub platform: Platform,
+    pub manifest_digest: String,
+    /// The index the tag resolved to, when the image is multi-platform.
+    pub index_digest: Option<String>,
 }
 
 impl Resolver {
@@ -54,6 +73,9 @@ impl Resolver {
             mirrors: Default::default(),
             cache: HashMap::new(),
             url_contexts: Vec::new(),
+            bases: Vec::new(),
+            last_index: Default::default(),
+            downloads: Vec::new(),
         }
     }
 
@@ -159,6 +181,7 @@ impl Resolver {
             Ok(p) => {
                 self.progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
                 self.remember(reference, platform, &p.manifest_digest.to_string());
+                self.last_index.set(p.index_digest.as_ref().map(|d| d.to_string()));
                 Ok(ResolvedImage {
                     reference: r.to_string(),
                     manifest_digest: p.manifest_digest.to_string(),
@@ -296,6 +319,9 @@ impl ImageResolver for Resolver {
         self.progress.send(ProgressEvent::Done { vertex, name, elapsed: started.elapsed() });
         let context = format!("url-{}", &key[..32]);
         self.url_contexts.push((context.clone(), dir));
+        if !self.downloads.iter().any(|(u, _)| u == url) {
+            self.downloads.push((url.to_string(), digest.clone()));
+        }
         Ok(FetchedUrl { context, file_name })
     }
 
@@ -304,12 +330,20 @@ impl ImageResolver for Resolver {
         if let Some(r) = self.cache.get(&key) {
             return Ok(r.clone());
         }
+        self.last_index.set(None);
         let r = if let Some(spec) = reference.strip_prefix("oci-layout://") {
             self.resolve_layout(spec, platform)?
         } else {
             let reference = reference.strip_prefix("docker-image://").unwrap_or(reference);
             self.resolve_registry(reference, platform)?
         };
+        self.bases.push(ResolvedBase {
+            written: reference.to_string(),
+            reference: if reference.starts_with("oci-layout://") { reference.to_string() } else { r.reference.clone() },
+            platform: platform.clone(),
+            manifest_digest: r.manifest_digest.clone(),
+            index_digest: self.last_index.take(),
+        });
         self.cache.insert(key, r.clone());
         Ok(r)
     }

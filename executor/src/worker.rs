@@ -166,6 +166,17 @@ impl LocalWorker {
         self.cfg.contexts.get(name).ok_or_else(|| WorkerError::Other(format!("unknown local context {name:?}")))
     }
 
+    /// Every file of a local context a build can read (its `.dockerignore` applied):
+    /// the digest provenance records and `strata verify` recomputes, through the same
+    /// walk and stat cache as a `COPY .` key.
+    pub fn context_selection(&self, name: &str) -> Result<crate::context::Selection, WorkerError> {
+        let ctx = self.context(name)?.clone();
+        let cache = self.stat_cache(name, &ctx.dir);
+        let exclude: ExcludeFn = Arc::new(|_, _| false);
+        selection(&ctx, &cache, &[".".to_string()], false, &exclude)
+            .map_err(|e| WorkerError::Other(format!("hashing the context: {e}")))
+    }
+
     fn stat_cache(&self, name: &str, dir: &Path) -> Arc<StatCache> {
         let mut m = self.stat_caches.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(name.to_string()).or_insert_with(|| Arc::new(StatCache::load(&self.cfg.root, dir))).clone()

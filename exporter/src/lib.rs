@@ -20,3 +20,4 @@ pub mod layer;
 pub mod pgzip;
 pub mod recompress;
 pub mod rootfs;
+pub mod sbom;

@@ -31,6 +31,10 @@ pub struct LoweredBuild {
     pub step_lines: BTreeMap<String, usize>,
     /// Step → where it comes from (the build's record compares steps by this).
     pub steps: BTreeMap<String, lower::StepSource>,
+    /// The base images resolved, per platform (provenance names them).
+    pub bases: Vec<crate::resolve::ResolvedBase>,
+    /// `ADD URL` downloads: URL and digest.
+    pub downloads: Vec<(String, strata_oci::digest::Digest)>,
 }
 
 pub fn lower_all(
@@ -101,7 +105,8 @@ pub fn lower_all(
         step_lines.extend(l.step_lines);
         steps.extend(l.steps);
     }
-    Ok(LoweredBuild { graph, targets, configs, step_lines, steps })
+    let (bases, downloads) = (std::mem::take(&mut resolver.bases), std::mem::take(&mut resolver.downloads));
+    Ok(LoweredBuild { graph, targets, configs, step_lines, steps, bases, downloads })
 }
 
 /// Every RUN of a foreign platform needs a QEMU emulator in binfmt_misc: say which one

@@ -59,6 +59,11 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             tokio::spawn(async move { ImportedCache::read(&from, &client, &store, &sink).await })
         });
         let lowered = lowering::lower_all(cli, &plan, &df, &store, &mut inputs, source.epoch, progress.sink())?;
+        let mut facts = plan.attest.any().then(|| crate::attest::BuildFacts::new(&plan, &source, args));
+        if let Some(f) = facts.as_mut() {
+            f.bases = lowered.bases.clone();
+            f.downloads = lowered.downloads.clone();
+        }
         if let Some(format) = plan.print_graph {
             return Ok(Outcome::Graph(render_graph(&lowered.graph, format, &lowered.targets)));
         }
@@ -93,6 +98,14 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         if plan.dry_run {
             return Ok(Outcome::DryRun);
         }
+        if let Some(f) = facts.as_mut().filter(|_| plan.attest.provenance.is_some()) {
+            let worker = solved.worker.clone();
+            let selection = tokio::task::spawn_blocking(move || worker.context_selection(inputs::MAIN_CONTEXT))
+                .await
+                .map_err(|e| crate::Failure::build(format!("error: hashing the context: {e}")))?
+                .map_err(|e| crate::Failure::build(format!("error: {e}")))?;
+            f.context_files = Some(selection);
+        }
         let inline = plan.cache_to.iter().any(|c| c.target == crate::cache::spec::ExportTarget::Inline);
         let exported = crate::outputs::export(crate::outputs::ExportRequest {
             args,
@@ -104,6 +117,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             inline_cache: inline.then_some(&solved.graph),
             pushed_ahead: solved.pushed_ahead.as_ref(),
             client: &client,
+            attest: facts.as_ref().map(|f| (&plan.attest, f)),
         })
         .await?;
         if !plan.cache_to.is_empty() {

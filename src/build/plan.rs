@@ -101,6 +101,8 @@ pub struct BuildPlan {
     pub needs_local_result: bool,
     /// `--dry-run`: keys computed and looked up, nothing run, exported or recorded.
     pub dry_run: bool,
+    /// `--provenance`, `--sbom`, `--attest`, with buildx's defaults for the outputs.
+    pub attest: crate::attest::AttestRequest,
 }
 
 impl BuildPlan {
@@ -226,6 +228,7 @@ impl BuildPlan {
             cache_to,
             needs_local_result: needs_local_result && !args.dry_run,
             dry_run: args.dry_run,
+            attest: crate::attest::AttestRequest::from_args(args, &specs)?,
         })
     }
 }

@@ -19,17 +19,21 @@ pub struct BuildSource {
     pub dockerfile: Vec<u8>,
     /// `SOURCE_DATE_EPOCH`, resolved (`git` read from the context).
     pub epoch: Option<i64>,
+    /// A Git context's commit.
+    pub git_commit: Option<String>,
     /// A context fetched or unpacked into a temporary directory lives as long as this.
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl BuildSource {
     pub async fn read(plan: &BuildPlan) -> Result<BuildSource> {
+        let mut git_commit = None;
         let (context_dir, tmp, stdin_dockerfile) = if plan.remote {
             let tmp = tempfile::tempdir().map_err(|e| Failure::build(format!("error: {e}")))?;
             let fetched = crate::remote_context::fetch(&plan.context, tmp.path())
                 .await
                 .map_err(|e| Failure::build(format!("error: build context: {e}")))?;
+            git_commit = fetched.commit;
             (fetched.context, Some(tmp), fetched.dockerfile)
         } else {
             local_context(&plan.context)?
@@ -77,7 +81,7 @@ impl BuildSource {
             Some(EpochSpec::Seconds(s)) => Some(s),
             Some(EpochSpec::Git) => Some(git_commit_time(&context_dir)?),
         };
-        Ok(BuildSource { context_dir, dockerfile_path, dockerfile, epoch, _tmp: tmp })
+        Ok(BuildSource { context_dir, dockerfile_path, dockerfile, epoch, git_commit, _tmp: tmp })
     }
 }
 

@@ -33,6 +33,8 @@ use strata_oci::store::BlobStore;
 use crate::cli::{BuildArgs, Cli, Command, ReportFormat, VerifyArgs};
 use crate::{Failure, Result};
 
+mod provenance;
+
 /// Entry lines per layer in the text report.
 const MAX_ENTRY_LINES: usize = 50;
 
@@ -99,9 +101,8 @@ enum Published {
 pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<()> {
     // The global --root and --jobs (flags, STRATA_ROOT or the configuration file) are not
     // used: each build gets a fresh root and --jobs 1 or 2.
-    let request = parse_request(args)?;
+    let mut request = parse_request(args)?;
     let published = request.against.as_deref().map(parse_published).transpose()?;
-    let epoch = source_date_epoch(&request.build);
     let work = tempfile::Builder::new()
         .prefix("strata-verify-")
         .tempdir()
@@ -115,6 +116,26 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<()> {
         }
         _ => None,
     };
+    if let Some(published) = &published {
+        let found = published_statements(cli, &request, published, published_layout.as_ref(), &published_store).await?;
+        let against = request.against.clone().unwrap_or_default();
+        match crate::attest::read::provenance_of(&found, None) {
+            Some(p) => {
+                let recorded = provenance::recorded(&p.statement)?;
+                let extra = provenance::build_options(&recorded, &request.build)?;
+                eprintln!(
+                    "strata verify: the build's parameters come from the provenance of {against}:{}{}",
+                    if extra.is_empty() { "" } else { " " },
+                    extra.join(" ")
+                );
+                request.build_argv.extend(extra);
+                request.build = reparse_build(&request.build_argv)?;
+                check_context(cli, &request, &recorded, &against).await?;
+            }
+            None => eprintln!("strata verify: {against} carries no provenance: the build options are used as given"),
+        }
+    }
+    let epoch = source_date_epoch(&request.build);
     let stdin_copy = save_stdin_if_read(&request.build, work.path())?;
     match &epoch {
         Some(e) => eprintln!("strata verify: SOURCE_DATE_EPOCH={} (from {})", e.value, e.from),
@@ -216,6 +237,21 @@ fn parse_request(args: &VerifyArgs) -> Result<VerifyRequest> {
             )));
         }
     }
+    let (build, tls_ca, insecure_registries) = parse_build(&build_argv)?;
+    refuse_outputs(&build)?;
+    Ok(VerifyRequest {
+        against,
+        format,
+        keep,
+        build_argv,
+        build,
+        extra_ca_files: tls_ca,
+        extra_insecure_registries: insecure_registries,
+    })
+}
+
+/// The build options as `strata build` parses them, and the registry options among them.
+fn parse_build(build_argv: &[String]) -> Result<(Box<BuildArgs>, Vec<PathBuf>, Vec<String>)> {
     let inner_cli = match Cli::try_parse_from(
         ["strata".to_string(), "build".to_string()].into_iter().chain(build_argv.iter().cloned()),
     ) {
@@ -230,16 +266,96 @@ fn parse_request(args: &VerifyArgs) -> Result<VerifyRequest> {
     let Cli { command: Command::Build(build), tls_ca, insecure_registries, .. } = inner_cli else {
         return Err(Failure::usage("error: strata verify: expected build options and a PATH"));
     };
-    refuse_outputs(&build)?;
-    Ok(VerifyRequest {
-        against,
-        format,
-        keep,
-        build_argv,
-        build,
-        extra_ca_files: tls_ca,
-        extra_insecure_registries: insecure_registries,
+    Ok((build, tls_ca, insecure_registries))
+}
+
+fn reparse_build(build_argv: &[String]) -> Result<Box<BuildArgs>> {
+    parse_build(build_argv).map(|(b, _, _)| b)
+}
+
+/// The statements the published image carries.
+async fn published_statements(
+    cli: &Cli,
+    request: &VerifyRequest,
+    published: &Published,
+    layout: Option<&(OciLayout, Descriptor)>,
+    scratch: &BlobStore,
+) -> Result<Vec<crate::attest::read::Found>> {
+    use crate::attest::read::{statements, Published as Source};
+    let against = request.against.as_deref().unwrap_or_default();
+    let failed =
+        |e: String| Failure::build(format!("error: strata verify --against {against}: reading its attestations: {e}"));
+    match (published, layout) {
+        (Published::Registry(reference), _) => {
+            let mut options = crate::registry_options(cli);
+            options.ca_files.extend(request.extra_ca_files.iter().cloned());
+            options.insecure_registries.extend(request.extra_insecure_registries.iter().cloned());
+            let client = RegistryClient::new(options).map_err(|e| failed(e.to_string()))?;
+            statements(&Source::Registry { client: &client, reference }, scratch)
+                .await
+                .map_err(|e| failed(format!("{e} (registry {})", reference.registry)))
+        }
+        (_, Some((layout, root))) => statements(&Source::Layout { layout, root }, scratch).await.map_err(failed),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The local context must be the one the provenance records, before anything is built.
+async fn check_context(
+    cli: &Cli,
+    request: &VerifyRequest,
+    recorded: &provenance::RecordedBuild,
+    against: &str,
+) -> Result<()> {
+    let Some((digest, files)) = &recorded.context else {
+        eprintln!(
+            "strata verify: the provenance records no context digest: the context is not checked before the build"
+        );
+        return Ok(());
+    };
+    let build = &request.build;
+    if build.context == "-" || crate::remote_context::is_remote(&build.context) {
+        eprintln!("strata verify: the context is not a local directory: it is not checked before the build");
+        return Ok(());
+    }
+    let plan = crate::build::plan::BuildPlan::from_args(cli, build)?;
+    let source = crate::build::source::BuildSource::read(&plan).await?;
+    let inputs = crate::build::inputs::BuildInputs::gather(&plan, &source)?;
+    let ctx = inputs
+        .contexts
+        .get(crate::build::inputs::MAIN_CONTEXT)
+        .cloned()
+        .ok_or_else(|| Failure::build("error: strata verify: the build has no main context"))?;
+    let cache_dir = tempfile::tempdir().map_err(|e| Failure::build(format!("error: strata verify: {e}")))?;
+    let selection = tokio::task::spawn_blocking(move || {
+        let cache = strata_executor::context::StatCache::load(cache_dir.path(), &ctx.dir);
+        let none: strata_executor::context::ExcludeFn = std::sync::Arc::new(|_, _| false);
+        strata_executor::context::selection(&ctx, &cache, &[".".to_string()], false, &none)
     })
+    .await
+    .map_err(|e| Failure::build(format!("error: strata verify: hashing the context: {e}")))?
+    .map_err(|e| Failure::build(format!("error: strata verify: hashing the context {}: {e}", build.context)))?;
+    let here = crate::attest::context_digest_hex(&selection);
+    if &here == digest {
+        eprintln!("strata verify: the context {} matches the provenance (blake3 {})", build.context, &here[..16]);
+        return Ok(());
+    }
+    let mut message = format!(
+        "error: strata verify: the context {} is not the one {against} was built from: its files' digest is blake3:{here}, the provenance records blake3:{digest}; nothing was built",
+        build.context
+    );
+    match files {
+        Some(files) => {
+            for line in provenance::context_differences(files, &selection.files, 20) {
+                message.push_str("\n  ");
+                message.push_str(&line);
+            }
+        }
+        None => message.push_str(
+            "\n  (the provenance is mode=min; an image built with --provenance=mode=max lets verify name the files)",
+        ),
+    }
+    Err(Failure::build(message))
 }
 
 /// Build options that would write somewhere else than verify's own layouts.
@@ -253,6 +369,9 @@ fn refuse_outputs(build: &BuildArgs) -> Result<()> {
         (build.metadata_file.is_some(), "--metadata-file"),
         (build.print_graph.is_some(), "--print-graph"),
         (build.call != "build", "--call"),
+        (build.provenance.is_some(), "--provenance"),
+        (build.sbom.is_some(), "--sbom"),
+        (!build.attest.is_empty(), "--attest"),
     ];
     if let Some((_, flag)) = refused.iter().find(|(given, _)| *given) {
         return Err(Failure::usage(format!(
@@ -359,6 +478,8 @@ async fn run_build(
     }
     command.arg("build").args(&request.build_argv);
     command.arg("-o").arg(format!("type=oci,dest={},tar=false", layout_dir.display()));
+    // The built image is compared without attestations (the published one's are skipped).
+    command.arg("--provenance=false");
     command.env("TMPDIR", &tmp).env_remove("STRATA_ROOT");
     // The report owns stdout; whatever a build prints goes to stderr with its progress.
     let stderr_copy = duplicate_stderr()
