@@ -23,6 +23,8 @@ fn run(root: &Path, args: &[&str]) -> Output {
         .args(args)
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .env("RUST_BACKTRACE", "1")
+        // The other tests turn buildx's default attestations off; these test them.
+        .env_remove("BUILDX_NO_DEFAULT_ATTESTATIONS")
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run strata")
@@ -247,6 +249,7 @@ fn verify_takes_the_build_from_the_provenance_and_checks_the_context_first() {
             .arg(root.path())
             .args(&args)
             .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("BUILDX_NO_DEFAULT_ATTESTATIONS")
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap()
@@ -295,6 +298,21 @@ fn with_source_date_epoch_two_builds_write_identical_attestations() {
         seen.push((index_digest, atts[0]["digest"].clone()));
     }
     assert_eq!(seen[0], seen[1]);
+
+    // buildx's BUILDX_NO_DEFAULT_ATTESTATIONS=1 turns the default off.
+    let root = tempfile::tempdir().unwrap();
+    let dest = root.path().join("layout");
+    let o = Command::new(strata_bin())
+        .arg("--root")
+        .arg(root.path())
+        .args(["build", "--progress=plain", "-o", &format!("type=oci,dest={},tar=false", dest.display())])
+        .arg(ctx.path())
+        .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let top: Value = serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
+    assert_eq!(top["manifests"][0]["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{top}");
 }
 
 #[test]

@@ -59,6 +59,8 @@ fn as_user(user: &str, root: &Path, cwd: &Path, args: &[&str], envs: &[(&str, &s
     c.args(["-u", user, "--", "env", "-i"]);
     c.arg(format!("HOME={}", home.display()));
     c.arg("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    // As every test but tests/attestations.rs (see common::strata_bin).
+    c.arg("BUILDX_NO_DEFAULT_ATTESTATIONS=1");
     for (k, v) in envs {
         c.arg(format!("{k}={v}"));
     }

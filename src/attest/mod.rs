@@ -94,11 +94,17 @@ impl AttestRequest {
         }
         let provenance = match provenance {
             Some(mode) => mode,
-            None if carried => Some(ProvenanceMode::Min),
+            None if carried && !no_default_attestations() => Some(ProvenanceMode::Min),
             None => None,
         };
         Ok(AttestRequest { provenance, sbom: sbom.unwrap_or(false) && carried, builder_id })
     }
+}
+
+/// buildx's `BUILDX_NO_DEFAULT_ATTESTATIONS=1|true`: no provenance unless asked for.
+pub fn no_default_attestations() -> bool {
+    std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "t"))
 }
 
 /// Does this output keep an index where attestations can live?

@@ -13,6 +13,9 @@ use crate::attest::provenance::{CONTEXT_DEPENDENCY, CONTEXT_FILES_ANNOTATION, FR
 use crate::cli::BuildArgs;
 use crate::{Failure, Result};
 
+/// A `mode=max` provenance's context files: path → (mode in octal, content id).
+pub type RecordedFiles = BTreeMap<String, (String, String)>;
+
 /// What the provenance says the build was.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecordedBuild {
@@ -25,7 +28,7 @@ pub struct RecordedBuild {
     /// FROM text → `REPOSITORY@DIGEST` it resolved to.
     pub pins: BTreeMap<String, String>,
     /// The context digest (blake3 hex) and, with mode=max, its files: path → (mode, content id).
-    pub context: Option<(String, Option<BTreeMap<String, (String, String)>>)>,
+    pub context: Option<(String, Option<RecordedFiles>)>,
 }
 
 fn strings(v: &Value) -> BTreeMap<String, String> {
@@ -174,7 +177,7 @@ pub fn build_options(recorded: &RecordedBuild, given: &BuildArgs) -> Result<Vec<
 /// How the local context differs from the recorded files (mode=max): at most `limit`
 /// lines, then a count.
 pub fn context_differences(
-    recorded: &BTreeMap<String, (String, String)>,
+    recorded: &RecordedFiles,
     here: &[strata_executor::context::SelectedFile],
     limit: usize,
 ) -> Vec<String> {

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 /// The variables `tests/setup` wrote, or None (with a loud message) when it has not run.
 pub fn test_env() -> Option<HashMap<String, String>> {
+    no_default_attestations();
     let path = std::env::var("STRATA_TEST_ENV").unwrap_or_else(|_| "/var/tmp/strata-test/env".into());
     let Ok(text) = std::fs::read_to_string(&path) else {
         strata_testsupport::skip::skipped(&format!(
@@ -29,8 +30,20 @@ pub fn test_env() -> Option<HashMap<String, String>> {
     Some(m)
 }
 
+/// The binary under test. Every strata it starts runs with buildx's
+/// `BUILDX_NO_DEFAULT_ATTESTATIONS=1`: these tests read pushed images and OCI layouts as
+/// plain manifests (umoci, for one, cannot pick from an index that also holds an
+/// attestation manifest); tests/attestations.rs removes it and tests the defaults.
 pub fn strata_bin() -> PathBuf {
+    no_default_attestations();
     PathBuf::from(env!("CARGO_BIN_EXE_strata"))
+}
+
+/// Set `BUILDX_NO_DEFAULT_ATTESTATIONS=1` for the processes this test process starts
+/// (once, before the first of them).
+fn no_default_attestations() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::env::set_var("BUILDX_NO_DEFAULT_ATTESTATIONS", "1"));
 }
 
 /// Run strata with a root; returns the output.
