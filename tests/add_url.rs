@@ -5,38 +5,8 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::{Child, Command, Stdio};
 
 use common::*;
-
-/// `python3 -m http.server` serving `dir` on a free loopback port; killed on drop.
-struct Server(Child, u16);
-
-impl Server {
-    fn start(dir: &std::path::Path) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "http.server did not start");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Server(child, port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn add_url_downloads_verifies_and_caches() {
@@ -45,7 +15,7 @@ fn add_url_downloads_verifies_and_caches() {
     let mtime = 1_700_000_000;
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
     std::fs::File::options().write(true).open(served.path().join("hello.txt")).unwrap().set_modified(t).unwrap();
-    let server = Server::start(served.path());
+    let server = HttpServer::start(served.path());
     let url = format!("http://127.0.0.1:{}/hello.txt", server.1);
     let digest = sha256_bytes(b"hello over http\n");
 

@@ -385,3 +385,53 @@ fn attestation_flags_are_checked_before_anything_is_built() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("carries no attestations"), "{}", text(&o));
 }
+
+#[test]
+fn provenance_records_add_urls_and_secret_ids_never_secret_values() {
+    let Some(env) = test_env() else { return };
+    let served = tempfile::tempdir().unwrap();
+    std::fs::write(served.path().join("tool.txt"), "a tool\n").unwrap();
+    let server = HttpServer::start(served.path());
+    let url = format!("http://127.0.0.1:{}/tool.txt", server.1);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/library/busybox:latest\nADD {url} /tool.txt\nRUN --mount=type=secret,id=token wc -c /run/secrets/token > /n\n",
+            env["RIG_REGISTRY"]
+        ),
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dest = root.path().join("layout");
+    let secret_value = "s3cr3t-value-that-must-not-leak";
+    let o = Command::new(strata_bin())
+        .arg("--root")
+        .arg(root.path())
+        .args(["build", "--progress=plain", "--secret", "id=token,env=THE_TOKEN", "-o"])
+        .arg(format!("type=oci,dest={},tar=false", dest.display()))
+        .arg(ctx.path())
+        .env("THE_TOKEN", secret_value)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env_remove("BUILDX_NO_DEFAULT_ATTESTATIONS")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // inspect reads an OCI layout too.
+    let found = attestations(root.path(), &format!("oci-layout://{}", dest.display()));
+    let prov = predicate(&found, "https://slsa.dev/provenance/v1");
+    let text_of = prov.to_string();
+    assert!(!text_of.contains(secret_value), "the secret's value is in the provenance");
+    assert_eq!(
+        prov["predicate"]["buildDefinition"]["externalParameters"]["secrets"],
+        serde_json::json!([{ "id": "token" }])
+    );
+    let deps = prov["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap();
+    let add = deps.iter().find(|d| d["uri"] == url.as_str()).unwrap_or_else(|| panic!("no {url} in {deps:?}"));
+    assert_eq!(add["digest"]["sha256"], sha256_bytes(b"a tool\n").trim_start_matches("sha256:"));
+    let context = deps.iter().find(|d| d["name"] == "context").unwrap();
+    assert_eq!(context["digest"]["blake3"].as_str().unwrap().len(), 64, "{context}");
+    assert!(context["annotations"]["strata.files"].is_null(), "mode=min lists no files: {context}");
+    let checked = schema_check(&env, &found);
+    assert!(checked.status.success(), "{}", text(&checked));
+}
