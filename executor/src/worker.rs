@@ -90,6 +90,9 @@ pub fn blob_layer_id(diff_id: &Digest) -> LayerId {
     LayerId(format!("i{}", &diff_id.hex()[..31]))
 }
 
+/// The side file of a COPY's snapshot that records the sources of its files.
+const COPY_SOURCES: &str = "copy-sources";
+
 /// The snapshot id of a layer whose diff is empty: what an imported record names for a
 /// step that changed nothing (its blob-less layer).
 pub fn empty_layer_id() -> LayerId {
@@ -606,8 +609,17 @@ impl LocalWorker {
         let merged = work.merged();
         // Writing new directories' contents straight into the upper dir needs overlayfs.
         let upper = (self.snapshots.snapshotter() == Snapshotter::Overlay).then(|| work.upper());
+        // Incremental COPY (crate::copy::reuse): the earlier result of this COPY from
+        // the same context onto the same layers, if it is still in the store.
+        let lineage = match (&source.output, &upper) {
+            (Output::Local(name), Some(_)) => Some(self.copy_lineage(op, &base, name, &src_root)),
+            _ => None,
+        };
+        let earlier = lineage.as_ref().and_then(|l| self.earlier_copy(l));
+        let record = lineage.is_some().then(|| Arc::new(crate::copy::reuse::CopyRecord::default()));
+        let record2 = record.clone();
         let op2 = op.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
+        let result = tokio::task::spawn_blocking(move || -> Result<crate::copy::CopyStats, WorkerError> {
             // `--chown` is resolved by the copy, in the destination root.
             let owner = None;
             // .dockerignore applies to context-relative paths; --exclude to paths relative
@@ -622,9 +634,11 @@ impl LocalWorker {
                 exclude: &ignore_fn,
                 source_is_context: is_context,
                 dest_upper: upper.as_deref(),
+                earlier: earlier.as_ref(),
+                record: record2.as_deref(),
             };
             match crate::copy::copy_with_source_excludes(&req, &extra_fn) {
-                Ok(_) => Ok(()),
+                Ok(stats) => Ok(stats),
                 // Say where it was looked for, and whether .dockerignore hid it.
                 Err(crate::copy::CopyError::NotFound { path }) if is_context => {
                     let hidden = Root::open(&src_root)
@@ -644,8 +658,58 @@ impl LocalWorker {
         .map_err(WorkerError::other)?;
         drop(src_guard);
         root_mount.finish().map_err(werr("finishing the root file system"))?;
-        result?;
-        self.finish_layer(id, work, base)
+        let stats = result?;
+        if stats.reused > 0 {
+            tracing::info!(reused = stats.reused, files = stats.files, dest = %op.dest, "COPY: unchanged files linked from its earlier result");
+        }
+        // What this COPY wrote, for the next one: saved beside its snapshot.
+        let saved = record.filter(|r| !r.is_empty()).and_then(|r| match r.encode() {
+            Ok(bytes) => std::fs::write(work.dir.join(COPY_SOURCES), bytes).ok(),
+            Err(e) => {
+                tracing::debug!(error = %e, "the COPY's record was not saved");
+                None
+            }
+        });
+        let output = self.finish_layer(id, work, base)?;
+        if let (Some(lineage), Some(()), Some(layer)) = (lineage, saved, output.layers().last()) {
+            let path = self.snapshots.root().join("copy-lineage").join(lineage);
+            let _ = std::fs::create_dir_all(path.parent().unwrap_or(&path));
+            if let Err(e) = strata_oci::store::write_atomic_unsynced(&path, layer.0.as_bytes()) {
+                tracing::debug!(error = %e, "the COPY's lineage was not saved");
+            }
+        }
+        Ok(output)
+    }
+
+    /// The key under which the latest result of a COPY from the local context `name`
+    /// onto the layers `base` is found: the op (sources, destination, options), the
+    /// layers and the context.
+    fn copy_lineage(&self, op: &CopyOp, base: &[LayerId], name: &str, dir: &Path) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(b"strata-copy-lineage-v1\0");
+        h.update(&serde_json::to_vec(op).unwrap_or_default());
+        for l in base {
+            h.update(b"\0");
+            h.update(l.0.as_bytes());
+        }
+        h.update(b"\0");
+        h.update(name.as_bytes());
+        h.update(b"\0");
+        h.update(dir.as_os_str().as_encoded_bytes());
+        h.finalize().to_hex()[..32].to_string()
+    }
+
+    /// The earlier result under `lineage`, when its snapshot and record are still there.
+    fn earlier_copy(&self, lineage: &str) -> Option<crate::copy::reuse::EarlierCopy> {
+        let path = self.snapshots.root().join("copy-lineage").join(lineage);
+        let id = LayerId(std::fs::read_to_string(path).ok()?.trim().to_string());
+        if id.0.is_empty() || !id.0.bytes().all(|b| b.is_ascii_alphanumeric()) || !self.snapshots.exists(&id) {
+            return None;
+        }
+        let saved = std::fs::read(self.snapshots.meta_path(&id, COPY_SOURCES)).ok()?;
+        let sources = crate::copy::reuse::decode(&saved)?;
+        let upper = Root::open(&self.snapshots.layer_dir(&id)).ok()?;
+        Some(crate::copy::reuse::EarlierCopy { upper, sources })
     }
 
     async fn run_file(&self, id: NodeId, op: &Op, inputs: &[Arc<Solved>]) -> Result<Output, WorkerError> {
@@ -751,6 +815,8 @@ impl LocalWorker {
                 exclude: &|_, _| false,
                 source_is_context: is_context,
                 dest_upper: None,
+                earlier: None,
+                record: None,
             })
         })
         .await

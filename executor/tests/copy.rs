@@ -65,6 +65,8 @@ fn run_with(
         exclude,
         source_is_context: ctx,
         dest_upper: None,
+        earlier: None,
+        record: None,
     })
 }
 
@@ -637,6 +639,8 @@ fn source_relative_excludes_like_buildkit() {
         exclude: &no_exclude,
         source_is_context: true,
         dest_upper: None,
+        earlier: None,
+        record: None,
     };
     // `--exclude=*.mp3` matches `a.mp3` (relative to dir3), not `sub/b.mp3`.
     copy_with_source_excludes(&req, &|p, _| !p.contains('/') && p.ends_with(".mp3")).unwrap();
@@ -871,6 +875,8 @@ fn conformance_copy_semantics() {
             exclude: &no_exclude,
             source_is_context: true,
             dest_upper: None,
+            earlier: None,
+            record: None,
         })
         .unwrap()
     };
@@ -930,6 +936,8 @@ fn conformance_add_archive() {
             exclude: &no_exclude,
             source_is_context: true,
             dest_upper: None,
+            earlier: None,
+            record: None,
         })
         .unwrap()
     };

@@ -91,6 +91,8 @@
 //!     exclude: &|path, _is_dir| path == "target" || path.starts_with("target/"),
 //!     source_is_context: true,
 //!     dest_upper: None,
+//!     earlier: None,
+//!     record: None,
 //! })?;
 //! println!("{} files, {} bytes", stats.files, stats.bytes);
 //! # Ok(()) }
@@ -99,6 +101,7 @@
 mod archive;
 mod glob;
 mod owner;
+pub mod reuse;
 
 mod tree;
 
@@ -139,6 +142,10 @@ pub struct CopyRequest<'a> {
     /// When `dest_root` is an overlay mount: its upper directory, where the contents of
     /// directories the copy creates are written directly.
     pub dest_upper: Option<&'a Path>,
+    /// The earlier result of the same COPY ([`reuse`]): unchanged files are linked from it.
+    pub earlier: Option<&'a reuse::EarlierCopy>,
+    /// Filled with what this copy writes into the upper directory, for the next one.
+    pub record: Option<&'a reuse::CopyRecord>,
 }
 
 /// What a copy did.
@@ -148,6 +155,8 @@ pub struct CopyStats {
     pub sources: u64,
     /// Regular files written (hard links not counted).
     pub files: u64,
+    /// Of `files`, those linked from an earlier result of the same COPY ([`reuse`]).
+    pub reused: u64,
     /// Bytes of regular file content written.
     pub bytes: u64,
     pub dirs: u64,
@@ -306,6 +315,8 @@ pub fn copy_with_source_excludes(
             stats: CopyStats::default(),
             pool: None,
             upper: upper.as_ref(),
+            earlier: req.earlier,
+            record: req.record,
         },
         op,
         dest_comps,

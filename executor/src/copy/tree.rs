@@ -70,6 +70,10 @@ pub(super) struct Copier<'a> {
     /// creates exists only there, so what goes into it is written there directly,
     /// without overlayfs in the way (which doubles the cost of creating a file).
     pub upper: Option<&'a Root>,
+    /// The earlier result of the same COPY, whose unchanged files are linked.
+    pub earlier: Option<&'a super::reuse::EarlierCopy>,
+    /// Where the files written into the upper directory are remembered for the next.
+    pub record: Option<&'a super::reuse::CopyRecord>,
 }
 
 /// How copied entries get their owner and mode (shared with the file workers).
@@ -106,6 +110,9 @@ pub(super) struct FileJob {
     name: Vec<u8>,
     st: Stat,
     paths: Paths,
+    /// The earlier result's directory holding this file copied from the same source
+    /// ([`super::reuse`]): linked from there instead of copied.
+    reuse_from: Option<Arc<OwnedFd>>,
 }
 
 /// The walk's side of a parallel tree copy: the walking thread creates directories,
@@ -124,6 +131,8 @@ pub(super) struct FilePool {
 #[derive(Default)]
 struct WorkerTally {
     files: u64,
+    /// Of `files`, those linked from an earlier result of the same COPY.
+    reused: u64,
     bytes: u64,
     xattrs_skipped: u64,
 }
@@ -235,21 +244,37 @@ fn file_worker(
         if failed.load(Ordering::Relaxed) {
             continue;
         }
-        let r = copy_regular(
-            job.src_dir.as_fd(),
-            &job.name,
-            job.dst_dir.as_fd(),
-            &job.name,
-            &job.st,
-            rules,
-            &job.paths,
-            &mut tally,
-        );
+        let r = place_file(&job, rules, &mut tally);
         if let Err(e) = r {
             failed.store(true, Ordering::Relaxed);
             error = Some(e);
         }
     }
+}
+
+/// A queued regular file: linked from the earlier result when it has this file from the
+/// same source (and it is still the regular file of that size), else copied.
+fn place_file(job: &FileJob, rules: MetaRules<'_>, tally: &mut WorkerTally) -> Result<(), CopyError> {
+    if let Some(old) = &job.reuse_from {
+        let same = rustix::fs::statat(old.as_fd(), job.name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|o| file_type(&o) == FileType::RegularFile && o.st_size == job.st.st_size);
+        // Gone, too many links, another file system: copied instead.
+        if same
+            && rustix::fs::linkat(
+                old.as_fd(),
+                job.name.as_slice(),
+                job.dst_dir.as_fd(),
+                job.name.as_slice(),
+                AtFlags::empty(),
+            )
+            .is_ok()
+        {
+            tally.files += 1;
+            tally.reused += 1;
+            return Ok(());
+        }
+    }
+    copy_regular(job.src_dir.as_fd(), &job.name, job.dst_dir.as_fd(), &job.name, &job.st, rules, &job.paths, tally)
 }
 
 pub(super) fn times_of(st: &Stat) -> Timestamps {
@@ -402,6 +427,11 @@ impl Copier<'_> {
         .map_err(self.src_io("opening the directory", p))?;
         let names = list_dir(&dir).map_err(self.src_io("reading the directory", p))?;
         drop(dir);
+        // The same directory in the earlier result of this COPY, when this one is new.
+        let reuse_dir: Option<Arc<OwnedFd>> = match self.earlier {
+            Some(e) if place.upper && place.fresh => e.upper.open_dir_nofollow(&p.dst_real).ok().map(Arc::new),
+            _ => None,
+        };
         for name in names {
             if self.pool_failed() {
                 // A worker failed: its error is the one reported.
@@ -425,7 +455,7 @@ impl Copier<'_> {
             }
             p.dst_real.push(name.clone());
             let r = if self.pool.is_some() && file_type(&st) == FileType::RegularFile && st.st_nlink <= 1 {
-                self.queue_file(src_dir, dst_dir, name, st, p, place.fresh)
+                self.queue_file(src_dir, dst_dir, name, st, p, place, reuse_dir.as_ref())
             } else {
                 self.copy_node(src_dir.as_fd(), &name, &st, dst_dir.as_fd(), &name, p, depth + 1, place)
             };
@@ -438,6 +468,7 @@ impl Copier<'_> {
 
     /// Hand a regular file (not hard-linked: links need their first copy to exist) to
     /// the workers.
+    #[allow(clippy::too_many_arguments)]
     fn queue_file(
         &mut self,
         src_dir: &Arc<OwnedFd>,
@@ -445,11 +476,26 @@ impl Copier<'_> {
         name: Vec<u8>,
         st: Stat,
         p: &Paths,
-        dst_fresh: bool,
+        place: Place,
+        reuse_dir: Option<&Arc<OwnedFd>>,
     ) -> Result<(), CopyError> {
-        let existing = self.existing(dst_dir.as_fd(), &name, p, dst_fresh)?;
+        let existing = self.existing(dst_dir.as_fd(), &name, p, place.fresh)?;
         self.clear_for_file(existing, dst_dir.as_fd(), &name, p)?;
-        let job = FileJob { src_dir: src_dir.clone(), dst_dir: dst_dir.clone(), name, st, paths: p.clone() };
+        let mut reuse_from = None;
+        if place.upper && place.fresh {
+            let key = super::reuse::path_key(&p.dst_real);
+            let id = super::reuse::SourceId::of(&st);
+            if let (Some(dir), Some(earlier)) = (reuse_dir, self.earlier) {
+                if earlier.sources.get(&key) == Some(&id) {
+                    reuse_from = Some(dir.clone());
+                }
+            }
+            if let Some(record) = self.record {
+                record.add(key, id);
+            }
+        }
+        let job =
+            FileJob { src_dir: src_dir.clone(), dst_dir: dst_dir.clone(), name, st, paths: p.clone(), reuse_from };
         match &self.pool {
             Some(pool) => {
                 // The workers drain the queue until it closes, so this only waits for room.
@@ -458,8 +504,7 @@ impl Copier<'_> {
             }
             None => {
                 let mut tally = WorkerTally::default();
-                let (src, dst) = (job.src_dir.as_fd(), job.dst_dir.as_fd());
-                copy_regular(src, &job.name, dst, &job.name, &job.st, self.rules(), p, &mut tally)?;
+                place_file(&job, self.rules(), &mut tally)?;
                 self.add_tally(&tally);
                 Ok(())
             }
@@ -468,6 +513,7 @@ impl Copier<'_> {
 
     fn add_tally(&mut self, tally: &WorkerTally) {
         self.stats.files += tally.files;
+        self.stats.reused += tally.reused;
         self.stats.bytes += tally.bytes;
         self.stats.xattrs_skipped += tally.xattrs_skipped;
     }
