@@ -454,6 +454,16 @@ fn prune(store: &BlobStore, opts: &Options) -> Result<Report> {
             Err(e) => eprintln!("warning: could not remove {o:?}: {e}"),
         }
     }
+    // Incremental COPY's pointers to snapshots that are gone.
+    if let Ok(rd) = fs::read_dir(root.join(strata_executor::worker::COPY_LINEAGE_DIR)) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let id = fs::read_to_string(e.path()).unwrap_or_default();
+            let id = id.trim();
+            if id.is_empty() || id.contains('/') || !snap_dir.join(id).join("fs").is_dir() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
     if opts.all {
         if let Ok(rd) = fs::read_dir(root.join("cache-mounts")) {
             for e in rd.filter_map(|e| e.ok()) {

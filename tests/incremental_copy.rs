@@ -147,4 +147,14 @@ fn a_copy_after_one_changed_file_links_the_rest_and_equals_a_full_copy() {
     assert_eq!(std::fs::read_to_string(out.path().join("copied/app/src/keep.txt")).unwrap(), "keep\n");
     assert_eq!(differences(&describe(&out.path().join("copied"), true), &a), Vec::<String>::new());
     let _ = first_digest;
+
+    // prune drops the pointers to earlier results whose snapshots it removed.
+    let lineage = incremental.path().join("copy-lineage");
+    assert!(std::fs::read_dir(&lineage).unwrap().count() > 0);
+    let o = strata(incremental.path(), &["prune", "--all"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for e in std::fs::read_dir(&lineage).unwrap() {
+        let id = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        assert!(incremental.path().join("snapshots").join(id.trim()).join("fs").is_dir(), "dangling lineage {id}");
+    }
 }

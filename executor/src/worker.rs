@@ -93,6 +93,10 @@ pub fn blob_layer_id(diff_id: &Digest) -> LayerId {
 /// The side file of a COPY's snapshot that records the sources of its files.
 const COPY_SOURCES: &str = "copy-sources";
 
+/// `ROOT/copy-lineage/<key>`: the snapshot of the latest result of a COPY (see
+/// `LocalWorker::copy_lineage`); `strata prune` drops those whose snapshot is gone.
+pub const COPY_LINEAGE_DIR: &str = "copy-lineage";
+
 /// The snapshot id of a layer whose diff is empty: what an imported record names for a
 /// step that changed nothing (its blob-less layer).
 pub fn empty_layer_id() -> LayerId {
@@ -672,7 +676,7 @@ impl LocalWorker {
         });
         let output = self.finish_layer(id, work, base)?;
         if let (Some(lineage), Some(()), Some(layer)) = (lineage, saved, output.layers().last()) {
-            let path = self.snapshots.root().join("copy-lineage").join(lineage);
+            let path = self.cfg.root.join(COPY_LINEAGE_DIR).join(lineage);
             let _ = std::fs::create_dir_all(path.parent().unwrap_or(&path));
             if let Err(e) = strata_oci::store::write_atomic_unsynced(&path, layer.0.as_bytes()) {
                 tracing::debug!(error = %e, "the COPY's lineage was not saved");
@@ -701,7 +705,7 @@ impl LocalWorker {
 
     /// The earlier result under `lineage`, when its snapshot and record are still there.
     fn earlier_copy(&self, lineage: &str) -> Option<crate::copy::reuse::EarlierCopy> {
-        let path = self.snapshots.root().join("copy-lineage").join(lineage);
+        let path = self.cfg.root.join(COPY_LINEAGE_DIR).join(lineage);
         let id = LayerId(std::fs::read_to_string(path).ok()?.trim().to_string());
         if id.0.is_empty() || !id.0.bytes().all(|b| b.is_ascii_alphanumeric()) || !self.snapshots.exists(&id) {
             return None;
