@@ -4,6 +4,7 @@
 //!
 //! - [`digest`]: `sha256:` digests, a hashing writer, verification.
 //! - [`store`]: the content-addressed blob store (temp name, fsync, rename; verified),
+//!   written past the page cache ([`direct`]),
 //!   and the store's lock, held by opening it.
 //! - [`names`]: image names (`strata tag`, `-t`) → their descriptors, in the store.
 //! - [`image`]: OCI image types (descriptor, manifest, index, platform) and strata's own
@@ -26,6 +27,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod digest;
+pub mod direct;
 pub mod image;
 pub mod layout;
 pub mod media;

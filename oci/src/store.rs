@@ -23,6 +23,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashingWriter};
+use crate::direct::BlobFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -168,7 +169,7 @@ impl BlobStore {
         let name = format!("blob-{}-{}", std::process::id(), unique_suffix());
         let path = dir.join(name);
         let file = File::options().write(true).create_new(true).open(&path).map_err(io_at(&path))?;
-        Ok(TempBlob { path: Some(path), writer: Some(HashingWriter::new(file)) })
+        Ok(TempBlob { path: Some(path), writer: Some(HashingWriter::new(BlobFile::new(file))) })
     }
 
     /// Store bytes; returns their digest.
@@ -234,7 +235,7 @@ fn unique_suffix() -> String {
 /// A blob being written. Dropped without [`TempBlob::commit`], its file is removed.
 pub struct TempBlob {
     path: Option<PathBuf>,
-    writer: Option<HashingWriter<File>>,
+    writer: Option<HashingWriter<BlobFile>>,
 }
 
 impl TempBlob {
@@ -253,6 +254,7 @@ impl TempBlob {
         let writer = self.writer.take().expect("commit once");
         let (file, digest, size) = writer.finish();
         let result = (|| {
+            let file = file.finish().map_err(io_at(&path))?;
             file.sync_all().map_err(io_at(&path))?;
             drop(file);
             if let Some(exp) = expected {
