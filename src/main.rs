@@ -58,7 +58,27 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 pub type Result<T> = std::result::Result<T, Failure>;
 
+/// glibc gives each thread that allocates an arena of its own, up to 8 per core. The
+/// context walk's worker threads allocate paths that the main thread keeps and frees,
+/// which leaves every arena fragmented: a rebuild of a 300 000-file context peaked at
+/// 346 MB resident with glibc's default (16 arenas on 2 cores), 242 MB with two, no
+/// slower. As many arenas as cores (at least two, at most eight), set before any
+/// thread starts; a `MALLOC_ARENA_MAX` in the environment wins.
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let arenas = cores.clamp(2, 8) as libc::c_int;
+    // SAFETY: mallopt only sets a parameter of glibc's allocator; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     if let Some(code) = rootless::helper_main() {
         return code;
     }

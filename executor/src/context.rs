@@ -297,44 +297,64 @@ pub fn selection(
         Ok(pieces)
     })?;
     let mut planned: Vec<Option<Vec<Piece>>> = planned.into_iter().map(Some).collect();
-    let mut plan = Vec::with_capacity(outline.len());
+    let total = outline.len() + planned.iter().flatten().map(Vec::len).sum::<usize>();
+    let mut plan = Vec::with_capacity(total);
     for piece in outline {
         match piece {
             Piece::Subtree(i) => plan.extend(planned[i].take().unwrap_or_default()),
             other => plan.push(other),
         }
     }
-    let entries: Vec<(&str, Option<EntryStat>)> = plan
-        .iter()
-        .filter_map(|p| match p {
-            Piece::Entry(rel, st) => Some((rel.as_str(), *st)),
-            _ => None,
-        })
-        .collect();
-    let hashed = parallel_map(&entries, |(rel, st)| entry_bytes(&root, ctx, cache, exclude, rel, *st))?;
+    // Hashed a window of entries at a time (on every core), fed to the hash in order:
+    // the bytes of a window are all that is held, not those of the whole context.
     let mut h = blake3::Hasher::new();
-    let mut files = Vec::with_capacity(entries.len());
-    let mut next = hashed.into_iter();
-    for p in plan {
-        match p {
-            Piece::Bytes(b) => {
-                h.update(&b);
+    let mut files = Vec::with_capacity(plan.len());
+    let mut pieces = plan.into_iter();
+    loop {
+        let mut window = Vec::new();
+        let mut in_window = 0;
+        for p in pieces.by_ref() {
+            in_window += usize::from(matches!(p, Piece::Entry(..)));
+            window.push(p);
+            if in_window == HASH_WINDOW {
+                break;
             }
-            Piece::Dir(rel, mode) => {
-                h.update(&entry_header(&rel, mode));
-                files.push(SelectedFile { path: rel, mode, content: 0 });
-            }
-            Piece::Entry(rel, _) => {
-                if let Some(bytes) = next.next() {
-                    h.update(&bytes);
-                    if let Some(file) = summarize_entry(rel, &bytes) {
-                        files.push(file);
+        }
+        if window.is_empty() {
+            break;
+        }
+        let entries: Vec<(&str, Option<EntryStat>)> = window
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Entry(rel, st) => Some((rel.as_str(), *st)),
+                _ => None,
+            })
+            .collect();
+        let hashed = parallel_map(&entries, |(rel, st)| entry_bytes(&root, ctx, cache, exclude, rel, *st))?;
+        drop(entries);
+        let mut next = hashed.into_iter();
+        for p in window {
+            match p {
+                Piece::Bytes(b) => {
+                    h.update(&b);
+                }
+                Piece::Dir(rel, mode) => {
+                    h.update(&entry_header(&rel, mode));
+                    files.push(SelectedFile { path: rel, mode, content: 0 });
+                }
+                Piece::Entry(rel, _) => {
+                    if let Some(bytes) = next.next() {
+                        h.update(&bytes);
+                        if let Some(file) = summarize_entry(rel, &bytes) {
+                            files.push(file);
+                        }
                     }
                 }
+                Piece::Subtree(_) => {}
             }
-            Piece::Subtree(_) => {}
         }
     }
+    files.shrink_to_fit();
     Ok(Selection { hash: *h.finalize().as_bytes(), files })
 }
 
@@ -367,6 +387,10 @@ enum Piece {
     /// A directory planned apart (index into the list of such directories).
     Subtree(usize),
 }
+
+/// Entries hashed together in [`selection`]: enough to keep every core busy, few
+/// enough that their bytes (about 200 each) stay a few megabytes.
+const HASH_WINDOW: usize = 16 * 1024;
 
 /// Directories this deep below a source are planned apart, on every core.
 const SPLIT_DEPTH: usize = 2;

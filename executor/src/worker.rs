@@ -667,7 +667,7 @@ impl LocalWorker {
             tracing::info!(reused = stats.reused, files = stats.files, dest = %op.dest, "COPY: unchanged files linked from its earlier result");
         }
         // What this COPY wrote, for the next one: saved beside its snapshot.
-        let saved = record.filter(|r| !r.is_empty()).and_then(|r| match r.encode() {
+        let saved = record.filter(|r| !r.is_empty()).and_then(|r| match r.finish() {
             Ok(bytes) => std::fs::write(work.dir.join(COPY_SOURCES), bytes).ok(),
             Err(e) => {
                 tracing::debug!(error = %e, "the COPY's record was not saved");

@@ -18,6 +18,7 @@
 //! and hard-linked sources are always copied.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::sync::Mutex;
 
 use rustix::fs::Stat;
@@ -83,8 +84,47 @@ impl SourceId {
     }
 }
 
-/// Destination path (real components joined with `/`) → the source it was copied from.
-pub type SourceMap = HashMap<Vec<u8>, SourceId>;
+/// The earlier result's sources, compactly: a digest of each destination path (real
+/// components joined with `/`) → a digest of the identity of the source it was copied
+/// from, 16 bytes each (300 000 files take about 17 MB, not the ~60 MB of the paths and
+/// identities themselves).
+#[derive(Default)]
+pub struct SourceMap {
+    map: HashMap<[u8; 16], [u8; 16]>,
+}
+
+fn short_digest(bytes: &[u8]) -> [u8; 16] {
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&blake3::hash(bytes).as_bytes()[..16]);
+    d
+}
+
+impl SourceId {
+    fn digest(&self) -> [u8; 16] {
+        let mut b = Vec::with_capacity(SourceId::ENCODED);
+        self.encode(&mut b);
+        short_digest(&b)
+    }
+}
+
+impl SourceMap {
+    pub fn insert(&mut self, path: &[u8], id: &SourceId) {
+        self.map.insert(short_digest(path), id.digest());
+    }
+
+    /// Was `path` copied from a source of identity `id`?
+    pub fn matches(&self, path: &[u8], id: &SourceId) -> bool {
+        self.map.get(&short_digest(path)) == Some(&id.digest())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
 
 /// The earlier result of the same COPY.
 pub struct EarlierCopy {
@@ -93,10 +133,16 @@ pub struct EarlierCopy {
     pub(crate) sources: SourceMap,
 }
 
-/// What this COPY writes for the next one: filled by the copy, saved with the snapshot.
-#[derive(Default)]
+/// What this COPY writes for the next one: filled by the copy as it goes, straight
+/// into its compressed form (the entries are never all held), saved with the snapshot.
 pub struct CopyRecord {
-    entries: Mutex<Vec<(Vec<u8>, SourceId)>>,
+    writer: Mutex<RecordWriter>,
+}
+
+struct RecordWriter {
+    /// None once finished, or after a write failed (then nothing is saved).
+    encoder: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+    entries: usize,
 }
 
 /// The first bytes of a saved record; another version is ignored.
@@ -104,50 +150,77 @@ const MAGIC: &[u8] = b"strata-copy-sources-1\n";
 /// The most entries a saved record is read with (a record is the store's own file, but
 /// a damaged one must not take the memory).
 const MAX_ENTRIES: usize = 50_000_000;
+/// The longest path a saved record is read with (Linux paths are at most 4096 bytes).
+const MAX_PATH: usize = 64 << 10;
+
+impl Default for CopyRecord {
+    fn default() -> Self {
+        let encoder =
+            zstd::stream::write::Encoder::new(Vec::new(), 1).and_then(|mut e| e.write_all(MAGIC).map(|_| e)).ok();
+        CopyRecord { writer: Mutex::new(RecordWriter { encoder, entries: 0 }) }
+    }
+}
 
 impl CopyRecord {
     pub fn add(&self, path: Vec<u8>, id: SourceId) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).push((path, id));
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(encoder) = w.encoder.as_mut() else { return };
+        let mut entry = Vec::with_capacity(4 + path.len() + SourceId::ENCODED);
+        entry.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        entry.extend_from_slice(&path);
+        id.encode(&mut entry);
+        if encoder.write_all(&entry).is_err() {
+            w.encoder = None;
+            return;
+        }
+        w.entries += 1;
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).entries
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The record as saved (zstd).
-    pub fn encode(&self) -> std::io::Result<Vec<u8>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let mut raw = Vec::with_capacity(MAGIC.len() + entries.len() * (SourceId::ENCODED + 40));
-        raw.extend_from_slice(MAGIC);
-        for (path, id) in entries.iter() {
-            raw.extend_from_slice(&(path.len() as u32).to_le_bytes());
-            raw.extend_from_slice(path);
-            id.encode(&mut raw);
+    /// The record as saved (zstd); an error when a write into it failed, or when it
+    /// was finished already.
+    pub fn finish(&self) -> std::io::Result<Vec<u8>> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match w.encoder.take() {
+            Some(e) => e.finish(),
+            None => Err(std::io::Error::other("the COPY's record could not be written")),
         }
-        zstd::bulk::compress(&raw, 1)
     }
 }
 
-/// A saved record, or None when it is damaged or of another version.
+/// A saved record, read as a stream, or None when it is damaged or of another version.
 pub fn decode(saved: &[u8]) -> Option<SourceMap> {
-    let raw = zstd::stream::decode_all(saved).ok()?;
-    let mut rest = raw.strip_prefix(MAGIC)?;
-    let mut map = SourceMap::new();
-    while !rest.is_empty() {
-        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let path = rest.get(4..4 + len)?.to_vec();
-        let id = SourceId::decode(rest.get(4 + len..4 + len + SourceId::ENCODED)?)?;
-        rest = &rest[4 + len + SourceId::ENCODED..];
-        map.insert(path, id);
-        if map.len() > MAX_ENTRIES {
+    let mut r = zstd::stream::read::Decoder::new(saved).ok()?;
+    let mut magic = vec![0u8; MAGIC.len()];
+    r.read_exact(&mut magic).ok()?;
+    if magic != MAGIC {
+        return None;
+    }
+    let mut map = SourceMap::default();
+    let mut path = Vec::new();
+    let mut id = [0u8; SourceId::ENCODED];
+    loop {
+        let mut len = [0u8; 4];
+        match r.read(&mut len[..1]).ok()? {
+            0 => return Some(map),
+            _ => r.read_exact(&mut len[1..]).ok()?,
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_PATH || map.len() >= MAX_ENTRIES {
             return None;
         }
+        path.resize(len, 0);
+        r.read_exact(&mut path).ok()?;
+        r.read_exact(&mut id).ok()?;
+        map.insert(&path, &SourceId::decode(&id)?);
     }
-    Some(map)
 }
 
 /// The key of a destination path in a [`SourceMap`].
@@ -172,14 +245,22 @@ mod tests {
         let id = SourceId { dev: 1, ino: 2, size: 3, mtime: (4, 5), ctime: (6, 7), mode: 0o100644, uid: 8, gid: 9 };
         r.add(b"app/a".to_vec(), id);
         r.add(b"app/\xffb".to_vec(), SourceId { ino: 10, ..id });
-        let saved = r.encode().unwrap();
+        assert_eq!(r.len(), 2);
+        let saved = r.finish().unwrap();
+        assert!(r.finish().is_err(), "a record is finished once");
         let map = decode(&saved).unwrap();
         assert_eq!(map.len(), 2);
-        assert_eq!(map[&b"app/a".to_vec()], id);
-        assert_eq!(map[&b"app/\xffb".to_vec()].ino, 10);
+        assert!(map.matches(b"app/a", &id));
+        assert!(map.matches(b"app/\xffb", &SourceId { ino: 10, ..id }));
+        assert!(!map.matches(b"app/\xffb", &id), "another identity");
+        assert!(!map.matches(b"app/b", &id), "another path");
         let raw = zstd::stream::decode_all(&saved[..]).unwrap();
         let truncated = zstd::bulk::compress(&raw[..raw.len() - 3], 1).unwrap();
         assert!(decode(&truncated).is_none());
+        let mut huge = raw[..MAGIC.len()].to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&zstd::bulk::compress(&huge, 1).unwrap()).is_none(), "a damaged length is refused");
+        assert_eq!(decode(&zstd::bulk::compress(MAGIC, 1).unwrap()).map(|m| m.len()), Some(0));
         assert!(decode(b"garbage").is_none());
         assert_eq!(path_key(&[b"app".to_vec(), b"x".to_vec()]), b"app/x");
     }

@@ -486,7 +486,7 @@ impl Copier<'_> {
             let key = super::reuse::path_key(&p.dst_real);
             let id = super::reuse::SourceId::of(&st);
             if let (Some(dir), Some(earlier)) = (reuse_dir, self.earlier) {
-                if earlier.sources.get(&key) == Some(&id) {
+                if earlier.sources.matches(&key, &id) {
                     reuse_from = Some(dir.clone());
                 }
             }
