@@ -30,6 +30,15 @@ fn run(root: &Path, args: &[&str]) -> Output {
         .expect("run strata")
 }
 
+/// `strata build --progress=plain FLAGS --push -t TAG CONTEXT`, which must succeed.
+fn push_build(root: &Path, flags: &[&str], tag: &str, ctx: &Path) {
+    let mut args = vec!["build", "--progress=plain"];
+    args.extend_from_slice(flags);
+    args.extend(["--push", "-t", tag, ctx.to_str().unwrap()]);
+    let o = run(root, &args);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 fn skopeo_raw(env: &HashMap<String, String>, reference: &str) -> Value {
     let o = Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
@@ -88,22 +97,12 @@ fn a_pushed_debian_image_carries_provenance_and_an_sbom_that_independent_tools_a
     let root = tempfile::tempdir().unwrap();
     let repo = format!("{reg}/{}", unique_repo("attest-debian"));
     let tag = format!("{repo}:1");
-    let o = run(
+    push_build(
         root.path(),
-        &[
-            "build",
-            "--progress=plain",
-            "--build-arg",
-            "GREETING=hello",
-            "--sbom=true",
-            "--provenance=mode=max",
-            "--push",
-            "-t",
-            &tag,
-            ctx.path().to_str().unwrap(),
-        ],
+        &["--build-arg", "GREETING=hello", "--sbom=true", "--provenance=mode=max"],
+        &tag,
+        ctx.path(),
     );
-    assert!(o.status.success(), "{}", text(&o));
 
     // The index as skopeo reads it: the image, then its attestation manifest.
     let index = skopeo_raw(&env, &tag);
@@ -223,21 +222,7 @@ fn verify_takes_the_build_from_the_provenance_and_checks_the_context_first() {
     let ctx = busybox_app(&env);
     let root = tempfile::tempdir().unwrap();
     let tag = format!("{reg}/{}:1", unique_repo("attest-verify"));
-    let o = run(
-        root.path(),
-        &[
-            "build",
-            "--progress=plain",
-            "--build-arg",
-            "VERSION=4.2",
-            "--provenance=mode=max",
-            "--push",
-            "-t",
-            &tag,
-            ctx.path().to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    push_build(root.path(), &["--build-arg", "VERSION=4.2", "--provenance=mode=max"], &tag, ctx.path());
 
     // No build arg, no SOURCE_DATE_EPOCH repeated: both come from the provenance.
     let verify = |extra: &[&str]| {
@@ -324,20 +309,7 @@ fn a_multi_platform_push_has_one_attestation_manifest_per_platform() {
     std::fs::write(ctx.path().join("a"), "a\n").unwrap();
     let root = tempfile::tempdir().unwrap();
     let tag = format!("{reg}/{}:1", unique_repo("attest-multi"));
-    let o = run(
-        root.path(),
-        &[
-            "build",
-            "--progress=plain",
-            "--platform",
-            "linux/amd64,linux/arm64",
-            "--push",
-            "-t",
-            &tag,
-            ctx.path().to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    push_build(root.path(), &["--platform", "linux/amd64,linux/arm64"], &tag, ctx.path());
     let index = skopeo_raw(&env, &tag);
     let (images, atts) = index_entries(&index);
     assert_eq!((images.len(), atts.len()), (2, 2), "{index}");

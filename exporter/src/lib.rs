@@ -21,3 +21,4 @@ pub mod pgzip;
 pub mod recompress;
 pub mod rootfs;
 pub mod sbom;
+pub mod sniff;

@@ -11,9 +11,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
+use crate::sniff::BlobCompression;
 use serde::Serialize;
 use strata_oci::digest::{Digest, HashingReader, HashingWriter};
 
@@ -144,26 +145,18 @@ pub struct LayerDiff {
 /// Read a layer blob from a file: sniff the compression, index the tar, hash both forms.
 pub fn read_layer_file(path: &Path) -> io::Result<LayerRead> {
     let mut file = File::open(path)?;
-    let mut magic = [0u8; 4];
-    let mut got = 0;
-    while got < magic.len() {
-        match file.read(&mut magic[got..])? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    file.seek(SeekFrom::Start(0))?;
+    let compression = crate::sniff::sniff(&mut file)?;
     let blob = HashingReader::new(BufReader::with_capacity(1 << 20, file));
-    let (index, diff_id, mut blob) = match &magic[..got] {
-        [0x1f, 0x8b, ..] => {
+    let (index, diff_id, mut blob) = match compression {
+        BlobCompression::Gzip => {
             let (index, diff_id, decoder) = index_tar(flate2::read::MultiGzDecoder::new(blob))?;
             (index, diff_id, decoder.into_inner())
         }
-        [0x28, 0xb5, 0x2f, 0xfd] => {
+        BlobCompression::Zstd => {
             let (index, diff_id, decoder) = index_tar(zstd::stream::read::Decoder::new(blob)?)?;
             (index, diff_id, decoder.finish().into_inner())
         }
-        _ => index_tar(blob)?,
+        BlobCompression::None => index_tar(blob)?,
     };
     io::copy(&mut blob, &mut io::sink())?;
     let (_, blob_digest, _) = blob.finish();

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use super::cargo_auditable::{self, ELF_MIN_LEN};
@@ -24,6 +24,7 @@ use super::os_release::{self, OsRelease};
 use super::purl;
 use super::records::{self, Contents, Found, RecordKind};
 use super::{Package, SbomLayer};
+use crate::sniff::BlobCompression;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
@@ -68,20 +69,12 @@ struct LayerPass<'a> {
 impl RecordTree {
     fn add_layer(&mut self, blob: &Path, index: usize) -> io::Result<()> {
         let mut file = File::open(blob)?;
-        let mut magic = [0u8; 4];
-        let mut got = 0;
-        while got < magic.len() {
-            match file.read(&mut magic[got..])? {
-                0 => break,
-                n => got += n,
-            }
-        }
-        file.seek(SeekFrom::Start(0))?;
+        let compression = crate::sniff::sniff(&mut file)?;
         let file = BufReader::with_capacity(1 << 20, file);
-        let tar: Box<dyn Read> = match &magic[..got] {
-            [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(file)),
-            [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::new(file)?),
-            _ => Box::new(file),
+        let tar: Box<dyn Read> = match compression {
+            BlobCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+            BlobCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
+            BlobCompression::None => Box::new(file),
         };
         let mut pass = LayerPass { tree: self, index, hidden: BTreeMap::new(), written: BTreeMap::new() };
         let mut archive = tar::Archive::new(tar);
