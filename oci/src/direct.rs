@@ -1,4 +1,4 @@
-//! Writing a blob past the page cache.
+//! Writing a blob past the page cache, hashing it on the way.
 //!
 //! A layer of hundreds of megabytes written through the page cache costs more than its
 //! bytes: every page has to be allocated (on a virtual machine whose free memory went
@@ -8,16 +8,19 @@
 //! way in, and read again (if ever) by a push or an export much later; keeping it in the
 //! page cache buys nothing.
 //!
-//! [`BlobFile`] collects what is written in an aligned chunk; each full chunk goes to a
-//! writer thread, which `pwrite`s it with `O_DIRECT` while the caller produces (and
-//! hashes) the next one, so the disk and the producer overlap. At most [`BUFFERS`] chunks
-//! exist at once. Small blobs (manifests, configs) never fill a chunk and are written
-//! normally at the end. Where the file system refuses `O_DIRECT` (setting the flag, or
-//! the first write, fails with `EINVAL`) the chunks are written normally instead: the
-//! bytes in the file are the same either way.
+//! [`BlobFile`] collects what is written in an aligned chunk; each full chunk goes down a
+//! pipeline of two threads: one SHA-256s it, the next `pwrite`s it with `O_DIRECT`, while
+//! the caller produces the next one. The producer (a tar walk reading files), the hash
+//! (about 1.4 GB/s here) and the disk each take about a third of a second for 450 MB;
+//! in a line on one thread they took 0.75 s, side by side they take the slowest one's
+//! time. At most [`BUFFERS`] chunks exist at once. Small blobs (manifests, configs) never
+//! fill a chunk and are hashed and written normally at the end. Where the file system
+//! refuses `O_DIRECT` (setting the flag, or the first write, fails with `EINVAL`) the
+//! chunks are hashed and written on the caller's thread instead: the bytes in the file
+//! and the digest are the same either way.
 //!
-//! The tail (the last, partial chunk) is written without `O_DIRECT`, after the writer
-//! thread has finished. Durability is the caller's `fsync`, as before.
+//! The tail (the last, partial chunk) is hashed and written without `O_DIRECT`, after
+//! the pipeline has finished. Durability is the caller's `fsync`, as before.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -27,12 +30,15 @@ use std::thread::JoinHandle;
 
 use rustix::fs::OFlags;
 
+use crate::digest::{Digest, Hasher};
+
 /// Bytes per chunk handed to the writer thread (a multiple of any block size).
 pub const CHUNK: usize = 4 << 20;
 /// Alignment of a chunk's memory and file offset for `O_DIRECT`.
 const ALIGN: usize = 4096;
-/// Chunks in flight at most: one being filled, one queued, one being written.
-pub const BUFFERS: usize = 3;
+/// Chunks in flight at most: one being filled, one being hashed, one being written, and
+/// one queued between each.
+pub const BUFFERS: usize = 5;
 
 /// A chunk's memory: a `Vec` with room to start at an aligned address, `cap` bytes
 /// from there on ([`CHUNK`], or less for the first chunk of a blob that may be small).
@@ -70,27 +76,32 @@ impl Chunk {
     }
 }
 
+/// The pipeline: full chunks go to the hasher thread, from there to the writer thread,
+/// and come back empty.
 struct Writer {
     full: SyncSender<(Chunk, u64)>,
     empty: Receiver<Chunk>,
-    thread: JoinHandle<io::Result<()>>,
+    hasher: JoinHandle<Hasher>,
+    writer: JoinHandle<io::Result<()>>,
     allocated: usize,
 }
 
-/// A file being written whole, front to back; see the module overview.
+/// A file being written whole, front to back, and hashed; see the module overview.
 pub struct BlobFile {
     file: File,
     chunk: Option<Chunk>,
     /// File offset of the current chunk's first byte.
     offset: u64,
+    /// What is hashed on the caller's thread; handed to the pipeline when it starts.
+    hasher: Option<Hasher>,
     writer: Option<Writer>,
-    /// `O_DIRECT` could not be set: chunks are written on the caller's thread.
+    /// `O_DIRECT` could not be set: chunks are hashed and written on the caller's thread.
     buffered: bool,
 }
 
 impl BlobFile {
     pub fn new(file: File) -> BlobFile {
-        BlobFile { file, chunk: None, offset: 0, writer: None, buffered: false }
+        BlobFile { file, chunk: None, offset: 0, hasher: Some(Hasher::new()), writer: None, buffered: false }
     }
 
     /// Hand the full current chunk on and take an empty one.
@@ -103,6 +114,7 @@ impl BlobFile {
         let offset = self.offset;
         self.offset += chunk.len as u64;
         let Some(w) = self.writer.as_mut() else {
+            self.hasher.as_mut().ok_or_else(lost_hash)?.update(chunk.filled());
             self.file.write_all_at(chunk.filled(), offset)?;
             self.chunk = Some(Chunk { len: 0, ..chunk });
             return Ok(());
@@ -125,18 +137,20 @@ impl BlobFile {
         Ok(())
     }
 
-    /// The writer thread, with `O_DIRECT` set on the file; `None` where it cannot be.
-    fn start_writer(&self) -> io::Result<Option<Writer>> {
+    /// The hasher and writer threads, with `O_DIRECT` set on the file; `None` where it
+    /// cannot be.
+    fn start_writer(&mut self) -> io::Result<Option<Writer>> {
         let flags = rustix::fs::fcntl_getfl(&self.file).map_err(io::Error::from)?;
         if rustix::fs::fcntl_setfl(&self.file, flags | OFlags::DIRECT).is_err() {
             return Ok(None);
         }
         let file = self.file.try_clone()?;
         let (full, full_rx) = mpsc::sync_channel::<(Chunk, u64)>(1);
+        let (hashed, hashed_rx) = mpsc::sync_channel::<(Chunk, u64)>(1);
         let (empty_tx, empty) = mpsc::sync_channel::<Chunk>(BUFFERS);
-        let thread = std::thread::Builder::new().name("blob-writer".into()).spawn(move || {
+        let writer = std::thread::Builder::new().name("blob-writer".into()).spawn(move || {
             let mut direct = true;
-            for (mut chunk, offset) in full_rx {
+            for (mut chunk, offset) in hashed_rx {
                 match file.write_all_at(chunk.filled(), offset) {
                     Err(e) if direct && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                         // Accepted by fcntl, refused on write: no O_DIRECT after all.
@@ -153,15 +167,35 @@ impl BlobFile {
             }
             Ok(())
         })?;
+        let mut hash = self.hasher.take().ok_or_else(lost_hash)?;
+        let hasher = std::thread::Builder::new().name("blob-hasher".into()).spawn(move || {
+            for (chunk, offset) in full_rx {
+                hash.update(chunk.filled());
+                // The writer stopped (its error is reported at the join): stop too.
+                if hashed.send((chunk, offset)).is_err() {
+                    break;
+                }
+            }
+            hash
+        });
+        let hasher = match hasher {
+            Ok(h) => h,
+            Err(e) => {
+                // `hashed` is gone with the closure: the writer thread ends.
+                let _ = writer.join();
+                return Err(e);
+            }
+        };
         // The chunk being handed over now is the first; the caller fills a second.
-        Ok(Some(Writer { full, empty, thread, allocated: 1 }))
+        Ok(Some(Writer { full, empty, hasher, writer, allocated: 1 }))
     }
 
-    /// The writer thread's error (it stopped taking chunks).
+    /// The writer thread's error (the pipeline stopped taking chunks).
     fn writer_failed(&mut self) -> io::Error {
         match self.writer.take().map(|w| {
             drop(w.full);
-            w.thread.join()
+            let _ = w.hasher.join();
+            w.writer.join()
         }) {
             Some(Ok(Err(e))) => e,
             Some(Err(_)) => io::Error::other("the blob writer thread panicked"),
@@ -174,23 +208,33 @@ impl BlobFile {
         self.writer.is_some()
     }
 
-    /// Write what is left, wait for the writer thread and return the file, written
-    /// whole (not yet synced).
-    pub fn finish(mut self) -> io::Result<File> {
+    /// Write what is left, wait for the pipeline and return the file, written whole (not
+    /// yet synced), with the digest and size of what was written.
+    pub fn finish(mut self) -> io::Result<(File, Digest, u64)> {
         if let Some(w) = self.writer.take() {
             drop(w.full);
-            match w.thread.join() {
+            let hashed = w.hasher.join();
+            match w.writer.join() {
                 Ok(r) => r?,
                 Err(_) => return Err(io::Error::other("the blob writer thread panicked")),
             }
+            self.hasher = Some(hashed.map_err(|_| io::Error::other("the blob hasher thread panicked"))?);
             let flags = rustix::fs::fcntl_getfl(&self.file).map_err(io::Error::from)?;
             rustix::fs::fcntl_setfl(&self.file, flags.difference(OFlags::DIRECT)).map_err(io::Error::from)?;
         }
+        let mut hasher = self.hasher.take().ok_or_else(lost_hash)?;
         if let Some(chunk) = self.chunk.take() {
+            hasher.update(chunk.filled());
             self.file.write_all_at(chunk.filled(), self.offset)?;
         }
-        Ok(self.file)
+        let (digest, size) = hasher.finish();
+        Ok((self.file, digest, size))
     }
+}
+
+/// A write after the pipeline failed: the hash went with it.
+fn lost_hash() -> io::Error {
+    io::Error::other("the blob was not written whole: an earlier write failed")
 }
 
 impl Write for BlobFile {
@@ -240,8 +284,9 @@ mod tests {
         if data.len() > CHUNK && direct_expected {
             assert!(f.is_direct(), "O_DIRECT was not used on {}", dir.display());
         }
-        let file = f.finish().unwrap();
+        let (file, digest, size) = f.finish().unwrap();
         assert_eq!(file.metadata().unwrap().len(), data.len() as u64);
+        assert_eq!((digest, size), (Digest::of_bytes(data), data.len() as u64), "{} bytes", data.len());
         // The file was written whole: the flag is off again for whoever reads it.
         let flags = rustix::fs::fcntl_getfl(&file).unwrap();
         assert!(!flags.contains(OFlags::DIRECT));

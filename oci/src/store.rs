@@ -22,7 +22,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::Digest;
 use crate::direct::BlobFile;
 
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +169,7 @@ impl BlobStore {
         let name = format!("blob-{}-{}", std::process::id(), unique_suffix());
         let path = dir.join(name);
         let file = File::options().write(true).create_new(true).open(&path).map_err(io_at(&path))?;
-        Ok(TempBlob { path: Some(path), writer: Some(HashingWriter::new(BlobFile::new(file))) })
+        Ok(TempBlob { path: Some(path), writer: Some(BlobFile::new(file)) })
     }
 
     /// Store bytes; returns their digest.
@@ -235,7 +235,7 @@ fn unique_suffix() -> String {
 /// A blob being written. Dropped without [`TempBlob::commit`], its file is removed.
 pub struct TempBlob {
     path: Option<PathBuf>,
-    writer: Option<HashingWriter<BlobFile>>,
+    writer: Option<BlobFile>,
 }
 
 impl TempBlob {
@@ -252,9 +252,8 @@ impl TempBlob {
     ) -> Result<(Digest, u64), StoreError> {
         let path = self.path.take().expect("commit once");
         let writer = self.writer.take().expect("commit once");
-        let (file, digest, size) = writer.finish();
         let result = (|| {
-            let file = file.finish().map_err(io_at(&path))?;
+            let (file, digest, size) = writer.finish().map_err(io_at(&path))?;
             file.sync_all().map_err(io_at(&path))?;
             drop(file);
             if let Some(exp) = expected {
