@@ -175,24 +175,24 @@ pub fn write_layer(diff_dir: &Path, store: &BlobStore, opts: &LayerOptions) -> R
 
     if opts.compression == Compression::Uncompressed {
         // The blob is the tar: the store's own digest of it is the diff_id, so the
-        // bytes are hashed once, not twice.
-        let mut tar_out = BufWriter::with_capacity(STREAM_BUFFER, &mut tmp);
-        write_tar_stream(diff_dir, &mut tar_out, opts, &tmp_path)?;
-        tar_out.flush().map_err(write_err)?;
-        drop(tar_out);
+        // bytes are hashed once, not twice. No buffer in between: the store's blob file
+        // collects what it is given in chunks of its own, and a second buffer would
+        // copy every byte of the layer once more.
+        write_tar_stream(diff_dir, &mut tmp, opts, &tmp_path)?;
+        tmp.flush().map_err(write_err)?;
         let (digest, size) = tmp.commit(store, None, None)?;
         let blob = LayerBlob { diff_id: digest.clone(), digest, size, media_type: layer_media_type(opts).to_string() };
         tracing::debug!(dir = %diff_dir.display(), digest = %blob.digest, size, "layer written");
         return Ok(blob);
     }
     let diff_id = {
-        let sink = BufWriter::with_capacity(STREAM_BUFFER, &mut tmp);
-        let compressor = Compressor::new(sink, opts.compression)?;
+        // The compressor's output goes straight into the blob file's chunks.
+        let compressor = Compressor::new(&mut tmp, opts.compression)?;
         let mut tar_out = BufWriter::with_capacity(STREAM_BUFFER, HashingWriter::new(compressor));
         write_tar_stream(diff_dir, &mut tar_out, opts, &tmp_path)?;
         let hashing = tar_out.into_inner().map_err(|e| write_err(e.into_error()))?;
         let (compressor, diff_id, _) = hashing.finish();
-        let mut sink = compressor.finish().map_err(write_err)?;
+        let sink = compressor.finish().map_err(write_err)?;
         sink.flush().map_err(write_err)?;
         diff_id
     };
