@@ -94,11 +94,12 @@ pub enum ArchiveCompression {
 impl ArchiveCompression {
     /// Judge by the first bytes of the stream (6 are enough); anything unknown is plain.
     pub fn detect(magic: &[u8]) -> ArchiveCompression {
-        if magic.starts_with(&[0x1f, 0x8b]) {
-            ArchiveCompression::Gzip
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            ArchiveCompression::Zstd
-        } else if magic.len() >= 4 && magic.starts_with(b"BZh") && (b'1'..=b'9').contains(&magic[3]) {
+        match media::LayerCompression::sniff(magic) {
+            media::LayerCompression::Gzip => return ArchiveCompression::Gzip,
+            media::LayerCompression::Zstd => return ArchiveCompression::Zstd,
+            media::LayerCompression::None => {}
+        }
+        if magic.len() >= 4 && magic.starts_with(b"BZh") && (b'1'..=b'9').contains(&magic[3]) {
             ArchiveCompression::Bzip2
         } else if magic.starts_with(&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]) {
             ArchiveCompression::Xz

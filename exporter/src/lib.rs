@@ -21,4 +21,3 @@ pub mod pgzip;
 pub mod recompress;
 pub mod rootfs;
 pub mod sbom;
-pub mod sniff;

@@ -30,6 +30,37 @@ pub enum LayerCompression {
     Zstd,
 }
 
+impl LayerCompression {
+    /// Judged from the first bytes of a stream instead (4 are enough): gzip's and zstd's
+    /// magic numbers; anything else is taken as a plain tar.
+    pub fn sniff(magic: &[u8]) -> LayerCompression {
+        if magic.starts_with(&[0x1f, 0x8b]) {
+            LayerCompression::Gzip
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            LayerCompression::Zstd
+        } else {
+            LayerCompression::None
+        }
+    }
+
+    /// [`LayerCompression::sniff`] of a file's first bytes; the file is rewound after.
+    pub fn sniff_file(file: &mut std::fs::File) -> std::io::Result<LayerCompression> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut magic = [0u8; 4];
+        let mut got = 0;
+        while got < magic.len() {
+            match file.read(&mut magic[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        file.seek(SeekFrom::Start(0))?;
+        Ok(LayerCompression::sniff(&magic[..got]))
+    }
+}
+
 pub fn layer_compression(media_type: &str) -> Option<LayerCompression> {
     match media_type {
         OCI_LAYER_TAR | DOCKER_LAYER_TAR => Some(LayerCompression::None),

@@ -55,16 +55,23 @@ impl SourceId {
 
     const ENCODED: usize = 8 * 7 + 4 * 3;
 
-    fn encode(&self, out: &mut Vec<u8>) {
-        for v in [self.dev, self.ino, self.size] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1] {
-            out.extend_from_slice(&v.to_le_bytes());
+    /// The identity as saved: each field little-endian, in declaration order.
+    fn bytes(self) -> [u8; SourceId::ENCODED] {
+        let mut out = [0u8; SourceId::ENCODED];
+        let fields = [self.dev, self.ino, self.size]
+            .into_iter()
+            .map(u64::to_le_bytes)
+            .chain([self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1].into_iter().map(i64::to_le_bytes));
+        let mut at = 0;
+        for f in fields {
+            out[at..at + 8].copy_from_slice(&f);
+            at += 8;
         }
         for v in [self.mode, self.uid, self.gid] {
-            out.extend_from_slice(&v.to_le_bytes());
+            out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            at += 4;
         }
+        out
     }
 
     fn decode(b: &[u8]) -> Option<SourceId> {
@@ -101,9 +108,7 @@ fn short_digest(bytes: &[u8]) -> [u8; 16] {
 
 impl SourceId {
     fn digest(&self) -> [u8; 16] {
-        let mut b = Vec::with_capacity(SourceId::ENCODED);
-        self.encode(&mut b);
-        short_digest(&b)
+        short_digest(&self.bytes())
     }
 }
 
@@ -165,11 +170,11 @@ impl CopyRecord {
     pub fn add(&self, path: Vec<u8>, id: SourceId) {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let Some(encoder) = w.encoder.as_mut() else { return };
-        let mut entry = Vec::with_capacity(4 + path.len() + SourceId::ENCODED);
-        entry.extend_from_slice(&(path.len() as u32).to_le_bytes());
-        entry.extend_from_slice(&path);
-        id.encode(&mut entry);
-        if encoder.write_all(&entry).is_err() {
+        let written = encoder
+            .write_all(&(path.len() as u32).to_le_bytes())
+            .and_then(|()| encoder.write_all(&path))
+            .and_then(|()| encoder.write_all(&id.bytes()));
+        if written.is_err() {
             w.encoder = None;
             return;
         }

@@ -14,9 +14,9 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
-use crate::sniff::BlobCompression;
 use serde::Serialize;
 use strata_oci::digest::{Digest, HashingReader, HashingWriter};
+use strata_oci::media::LayerCompression;
 
 /// PAX records already shown as an entry fact of their own (or as the path itself).
 const PAX_AS_FACTS: &[&str] = &["path", "linkpath", "size", "uid", "gid", "uname", "gname", "mtime"];
@@ -145,18 +145,18 @@ pub struct LayerDiff {
 /// Read a layer blob from a file: sniff the compression, index the tar, hash both forms.
 pub fn read_layer_file(path: &Path) -> io::Result<LayerRead> {
     let mut file = File::open(path)?;
-    let compression = crate::sniff::sniff(&mut file)?;
+    let compression = LayerCompression::sniff_file(&mut file)?;
     let blob = HashingReader::new(BufReader::with_capacity(1 << 20, file));
     let (index, diff_id, mut blob) = match compression {
-        BlobCompression::Gzip => {
+        LayerCompression::Gzip => {
             let (index, diff_id, decoder) = index_tar(flate2::read::MultiGzDecoder::new(blob))?;
             (index, diff_id, decoder.into_inner())
         }
-        BlobCompression::Zstd => {
+        LayerCompression::Zstd => {
             let (index, diff_id, decoder) = index_tar(zstd::stream::read::Decoder::new(blob)?)?;
             (index, diff_id, decoder.finish().into_inner())
         }
-        BlobCompression::None => index_tar(blob)?,
+        LayerCompression::None => index_tar(blob)?,
     };
     io::copy(&mut blob, &mut io::sink())?;
     let (_, blob_digest, _) = blob.finish();

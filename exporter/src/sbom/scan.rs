@@ -24,7 +24,7 @@ use super::os_release::{self, OsRelease};
 use super::purl;
 use super::records::{self, Contents, Found, RecordKind};
 use super::{Package, SbomLayer};
-use crate::sniff::BlobCompression;
+use strata_oci::media::LayerCompression;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
@@ -69,12 +69,12 @@ struct LayerPass<'a> {
 impl RecordTree {
     fn add_layer(&mut self, blob: &Path, index: usize) -> io::Result<()> {
         let mut file = File::open(blob)?;
-        let compression = crate::sniff::sniff(&mut file)?;
+        let compression = LayerCompression::sniff_file(&mut file)?;
         let file = BufReader::with_capacity(1 << 20, file);
         let tar: Box<dyn Read> = match compression {
-            BlobCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-            BlobCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
-            BlobCompression::None => Box::new(file),
+            LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+            LayerCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
+            LayerCompression::None => Box::new(file),
         };
         let mut pass = LayerPass { tree: self, index, hidden: BTreeMap::new(), written: BTreeMap::new() };
         let mut archive = tar::Archive::new(tar);
